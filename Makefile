@@ -1,0 +1,69 @@
+# pop3d: one POP3 session on stdin/stdout.  GNU make.
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MANDIR	?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+DESTDIR	?=
+
+CC	?= cc
+PKGS	 = pam libxcrypt libmd
+CFLAGS	?= -O2 -g
+CFLAGS	+= -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+	   -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+	   -Wformat=2 -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
+	   -MMD -MP $(shell pkg-config --cflags $(PKGS))
+LDLIBS	+= $(shell pkg-config --libs $(PKGS)) -llockfile
+ifeq ($(SANITIZE),1)
+CFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer -O1 \
+	   -U_FORTIFY_SOURCE
+LDFLAGS	+= -fsanitize=address,undefined
+endif
+
+LIBSRCS	 = auth.c io.c log.c mbox.c session.c
+LIBOBJS	 = $(LIBSRCS:.c=.o)
+UNITS	 = tests/unit/test_session tests/unit/test_mbox tests/unit/test_io
+
+all: pop3d
+
+pop3d: pop3d.o $(LIBOBJS)
+	$(CC) $(LDFLAGS) -o $@ pop3d.o $(LIBOBJS) $(LDLIBS)
+
+tests/unit/%: tests/unit/%.c $(LIBOBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -I. -o $@ $< $(LIBOBJS) $(LDLIBS) \
+	    $(shell pkg-config --libs cmocka)
+
+units: $(UNITS)
+
+# Both entry points install their own Debian packages when missing.
+deps:
+	@sh tools/deps.sh build
+
+check:
+	@sh tools/deps.sh test
+	@$(MAKE) --no-print-directory all units
+	@sh tests/run.sh
+
+demo:
+	@sh tools/deps.sh build
+	@$(MAKE) --no-print-directory all
+	@sh demo/run.sh
+
+install: pop3d
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/pam.d \
+	    $(DESTDIR)$(SYSCONFDIR)/xinetd.d
+	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d || \
+	    install -m 644 pam.d/pop3d $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d
+	test -e $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d || \
+	    install -m 644 xinetd.d/pop3d $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/pop3d
+
+clean:
+	rm -f pop3d *.o *.d $(UNITS) tests/unit/*.d
+	rm -rf tests/__pycache__ tests/e2e/__pycache__ .pytest_cache
+
+.PHONY: all units deps check demo install uninstall clean
+
+-include $(wildcard *.d tests/unit/*.d)

@@ -1,0 +1,335 @@
+/*
+ * auth.c: checks credentials through PAM or a password file of crypt(3)
+ * hashes (see auth.h).  Runs as root, before any mailbox is touched.
+ */
+#include <sys/types.h>
+
+#include <crypt.h>
+#include <errno.h>
+#include <pwd.h>
+#include <security/pam_appl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "log.h"
+
+#define PASSWD_LINE_MAX	4096
+
+/* Compares two strings in time that depends only on their lengths. */
+static int
+secure_streq(const char *a, const char *b)
+{
+	size_t		 la = strlen(a), lb = strlen(b), i;
+	unsigned char	 d = la != lb;
+
+	for (i = 0; i < la && i < lb; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+int
+auth_name_valid(const char *name, size_t len)
+{
+	size_t	 i;
+
+	if (len == 0 || len >= AUTH_NAME_MAX)
+		return 0;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+int
+auth_expand(const char *tmpl, const char *name, const char *home, char *buf,
+    size_t bufsize)
+{
+	const char	*p, *v;
+	size_t		 n = 0, vl;
+	char		 pct[2] = "%";
+
+	if (strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0 || !auth_name_valid(name, strlen(name)))
+		return -1;
+	for (p = tmpl; *p != '\0'; p++) {
+		if (*p != '%') {
+			if (n + 1 >= bufsize)
+				return -1;
+			buf[n++] = *p;
+			continue;
+		}
+		switch (*++p) {
+		case 'u':
+			v = name;
+			break;
+		case 'h':
+			v = home;
+			break;
+		case '%':
+			v = pct;
+			break;
+		default:
+			return -1;
+		}
+		vl = strlen(v);
+		if (n + vl >= bufsize)
+			return -1;
+		memcpy(buf + n, v, vl);
+		n += vl;
+	}
+	buf[n] = '\0';
+	return n > 0 && buf[0] == '/' ? 0 : -1;
+}
+
+/* Fills the system side of *u from the account's passwd entry. */
+static enum auth_status
+lookup_account(const char *account, struct auth_user *u)
+{
+	struct passwd	*pw;
+
+	errno = 0;
+	if ((pw = getpwnam(account)) == NULL) {
+		if (errno != 0) {
+			log_warn("getpwnam");
+			return AUTH_TEMPFAIL;
+		}
+		log_warnx("no system account \"%s\"", account);
+		return AUTH_FAIL;
+	}
+	if (strlen(pw->pw_name) >= sizeof(u->account))
+		return AUTH_FAIL;
+	strcpy(u->account, pw->pw_name);
+	u->uid = pw->pw_uid;
+	u->gid = pw->pw_gid;
+	return AUTH_OK;
+}
+
+static enum auth_status
+set_mailbox(const struct auth_config *cf, const char *tmpl,
+    struct auth_user *u)
+{
+	struct passwd	*pw;
+	const char	*home = "";
+
+	if ((pw = getpwnam(u->account)) != NULL && pw->pw_dir != NULL)
+		home = pw->pw_dir;
+	if (tmpl == NULL || *tmpl == '\0')
+		tmpl = cf->mailbox_template;
+	if (auth_expand(tmpl, u->name, home, u->mailbox,
+	    sizeof(u->mailbox)) == -1) {
+		log_warnx("mailbox template \"%s\" gives no usable path", tmpl);
+		return AUTH_FAIL;
+	}
+	return AUTH_OK;
+}
+
+/* ---- PAM ----------------------------------------------------------- */
+
+static void
+free_responses(struct pam_response *r, int n)
+{
+	int	 i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		if (r[i].resp != NULL) {
+			explicit_bzero(r[i].resp, strlen(r[i].resp));
+			free(r[i].resp);
+		}
+	free(r);
+}
+
+/* Answers password prompts with the password, name prompts with the name. */
+static int
+conv(int n, const struct pam_message **msg, struct pam_response **resp_r,
+    void *arg)
+{
+	const struct auth_request *req = arg;
+	struct pam_response *r;
+	int		 i;
+
+	*resp_r = NULL;
+	if (n <= 0 || n > PAM_MAX_NUM_MSG)
+		return PAM_CONV_ERR;
+	if ((r = calloc((size_t)n, sizeof(*r))) == NULL)
+		return PAM_BUF_ERR;
+	for (i = 0; i < n; i++) {
+		switch (msg[i]->msg_style) {
+		case PAM_PROMPT_ECHO_OFF:
+			r[i].resp = strdup(req->pass);
+			break;
+		case PAM_PROMPT_ECHO_ON:
+			r[i].resp = strdup(req->user);
+			break;
+		case PAM_ERROR_MSG:
+		case PAM_TEXT_INFO:
+			log_debug("PAM says: %s", msg[i]->msg);
+			continue;
+		default:
+			free_responses(r, n);
+			return PAM_CONV_ERR;
+		}
+		if (r[i].resp == NULL) {
+			free_responses(r, n);
+			return PAM_BUF_ERR;
+		}
+	}
+	*resp_r = r;
+	return PAM_SUCCESS;
+}
+
+static enum auth_status
+check_pam(const struct auth_config *cf, struct auth_request *req,
+    struct auth_user *u)
+{
+	struct pam_conv	 pc = { conv, req };
+	pam_handle_t	*pamh = NULL;
+	const void	*item;
+	enum auth_status st = AUTH_FAIL;
+	int		 r;
+
+	r = pam_start(cf->pam_service, req->user, &pc, &pamh);
+	if (r != PAM_SUCCESS) {
+		log_warnx("pam_start: %s", pam_strerror(pamh, r));
+		return AUTH_TEMPFAIL;
+	}
+	if ((r = pam_set_item(pamh, PAM_RHOST, cf->rhost)) != PAM_SUCCESS ||
+	    (r = pam_set_item(pamh, PAM_TTY, "pop3")) != PAM_SUCCESS) {
+		log_warnx("pam_set_item: %s", pam_strerror(pamh, r));
+		st = AUTH_TEMPFAIL;
+		goto done;
+	}
+	r = pam_authenticate(pamh, PAM_DISALLOW_NULL_AUTHTOK);
+	if (r == PAM_SUCCESS)
+		r = pam_acct_mgmt(pamh, PAM_DISALLOW_NULL_AUTHTOK);
+	if (r != PAM_SUCCESS) {
+		log_debug("pam: %s", pam_strerror(pamh, r));
+		u->known = r != PAM_USER_UNKNOWN;
+		if (r == PAM_BUF_ERR || r == PAM_SYSTEM_ERR ||
+		    r == PAM_AUTHINFO_UNAVAIL)
+			st = AUTH_TEMPFAIL;
+		goto done;
+	}
+	/* A module may have mapped the name. */
+	if ((r = pam_get_item(pamh, PAM_USER, &item)) != PAM_SUCCESS ||
+	    item == NULL || strlen(item) >= sizeof(u->name))
+		goto done;
+	strcpy(u->name, item);
+	if ((st = lookup_account(u->name, u)) == AUTH_OK)
+		st = set_mailbox(cf, NULL, u);
+done:
+	pam_end(pamh, r);
+	return st;
+}
+
+/* ---- the password file --------------------------------------------- */
+
+/*
+ * Finds name's entry: "name:hash:account:mailbox", '#' comments.  Copies
+ * the fields into line (which they point into) and returns 1, 0 when
+ * there is none, -1 on error.
+ */
+static int
+passwd_find(const char *file, const char *name, char *line, size_t linesize,
+    char **fields)
+{
+	FILE	*fp;
+	char	*p, *f;
+	int	 i, found = 0;
+
+	if ((fp = fopen(file, "re")) == NULL) {
+		log_warn("open %s", file);
+		return -1;
+	}
+	while (!found && fgets(line, (int)linesize, fp) != NULL) {
+		if ((p = strchr(line, '\n')) == NULL && !feof(fp)) {
+			log_warnx("%s: line too long, ignored", file);
+			while ((i = fgetc(fp)) != EOF && i != '\n')
+				;
+			continue;
+		}
+		if (p != NULL)
+			*p = '\0';
+		if (line[0] == '#' || line[0] == '\0')
+			continue;
+		p = line;
+		for (i = 0; i < 4; i++) {
+			f = strsep(&p, ":");
+			fields[i] = f != NULL ? f : (char *)"";
+		}
+		if (strcmp(fields[0], name) == 0)
+			found = 1;
+	}
+	if (!found)
+		explicit_bzero(line, linesize);
+	if (ferror(fp)) {
+		log_warn("read %s", file);
+		found = -1;
+	}
+	fclose(fp);
+	return found;
+}
+
+static enum auth_status
+check_passwd_file(const struct auth_config *cf, struct auth_request *req,
+    struct auth_user *u)
+{
+	struct crypt_data *cd;
+	char		 line[PASSWD_LINE_MAX], dummy[CRYPT_GENSALT_OUTPUT_SIZE];
+	char		*fields[4], *out;
+	const char	*hash;
+	enum auth_status st = AUTH_FAIL;
+	int		 found;
+
+	found = passwd_find(cf->passwd_file, req->user, line, sizeof(line),
+	    fields);
+	if (found < 0)
+		return AUTH_TEMPFAIL;
+	if ((cd = calloc(1, sizeof(*cd))) == NULL)
+		return AUTH_TEMPFAIL;
+	hash = found ? fields[1] : NULL;
+	u->known = found;
+	if (hash == NULL || *hash == '\0' || *hash == '*' || *hash == '!') {
+		/* Do the work a real hash would cost, then fail. */
+		if (crypt_gensalt_rn(NULL, 0, NULL, 0, dummy,
+		    sizeof(dummy)) != NULL)
+			(void)crypt_rn(req->pass, dummy, cd, sizeof(*cd));
+		found = 0;
+	} else {
+		out = crypt_rn(req->pass, hash, cd, sizeof(*cd));
+		if (out == NULL || out[0] == '*' || !secure_streq(out, hash))
+			found = 0;
+	}
+	explicit_bzero(cd, sizeof(*cd));
+	free(cd);
+	if (found) {
+		if (strlen(req->user) < sizeof(u->name))
+			strcpy(u->name, req->user);
+		if ((st = lookup_account(fields[2], u)) == AUTH_OK)
+			st = set_mailbox(cf, fields[3], u);
+	}
+	explicit_bzero(line, sizeof(line));
+	return st;
+}
+
+enum auth_status
+auth_check(const struct auth_config *cf, struct auth_request *req,
+    struct auth_user *user_r)
+{
+	enum auth_status st;
+
+	memset(user_r, 0, sizeof(*user_r));
+	req->user[sizeof(req->user) - 1] = '\0';
+	req->pass[sizeof(req->pass) - 1] = '\0';
+	if (req->kind != AUTH_KIND_PASS)
+		st = AUTH_FAIL;
+	else if (cf->passwd_file != NULL)
+		st = check_passwd_file(cf, req, user_r);
+	else
+		st = check_pam(cf, req, user_r);
+	explicit_bzero(req->pass, sizeof(req->pass));
+	return st;
+}

@@ -1,0 +1,71 @@
+/*
+ * auth.h: who may log in, and as whom the session then runs.  auth_check()
+ * runs as root (PAM can check other users' passwords only as root) and
+ * holds the password only as long as the check takes.  The request is a
+ * fixed-size record so that it can cross from an unprivileged process.
+ */
+#ifndef POP3D_AUTH_H
+#define POP3D_AUTH_H
+
+#include <sys/types.h>
+
+#include <limits.h>
+#include <stdint.h>
+
+#define AUTH_NAME_MAX	256	/* a user name, NUL included */
+#define AUTH_PASS_MAX	512	/* a password, NUL included */
+
+enum auth_kind {
+	AUTH_KIND_PASS = 1	/* USER + PASS */
+};
+
+/* What the AUTHORIZATION dialogue hands to the checker. */
+struct auth_request {
+	uint32_t	 kind;
+	char		 user[AUTH_NAME_MAX];
+	char		 pass[AUTH_PASS_MAX];
+};
+
+/* Who logged in, and what the session runs as. */
+struct auth_user {
+	char		 name[AUTH_NAME_MAX];	/* login name (after PAM) */
+	uid_t		 uid;
+	gid_t		 gid;
+	char		 account[AUTH_NAME_MAX];	/* the system account */
+	char		 mailbox[PATH_MAX];
+	int		 known;		/* on failure: the name exists */
+};
+
+enum auth_status {
+	AUTH_OK,
+	AUTH_FAIL,	/* wrong name or password: "-ERR [AUTH]" */
+	AUTH_TEMPFAIL	/* the check itself failed: "-ERR [SYS/TEMP]" */
+};
+
+struct auth_config {
+	const char	*pam_service;	/* used when passwd_file is NULL */
+	const char	*passwd_file;	/* name:crypt-hash:account:mailbox */
+	const char	*mailbox_template;	/* %u, %h, %% */
+	const char	*rhost;		/* the peer, for PAM_RHOST */
+};
+
+/*
+ * Checks req and fills *user_r.  Wipes req->pass whatever the outcome.
+ * An unknown user costs the same work as a wrong password and gets the
+ * same answer.
+ */
+enum auth_status auth_check(const struct auth_config *, struct auth_request *,
+		    struct auth_user *user_r);
+
+/*
+ * Expands a mailbox template: %u the login name, %h the account's home,
+ * %% a percent sign.  Returns 0, or -1 when the result does not fit or
+ * the name could escape the directory ("/", "..", control bytes).
+ */
+int		 auth_expand(const char *tmpl, const char *name,
+		    const char *home, char *buf, size_t bufsize);
+
+/* A user name a client may send: 1-255 bytes, no control bytes. */
+int		 auth_name_valid(const char *name, size_t len);
+
+#endif

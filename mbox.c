@@ -1,0 +1,1424 @@
+/*
+ * mbox.c: one Unix mbox maildrop (see mbox.h and DESIGN §3-6).  Runs as
+ * the mail user.  Touches the spool directory only through the caller's
+ * hooks, which hold the mail group while a dotlock or journal is made.
+ *
+ * The commit is an in-place rewrite behind a redo journal, so that the
+ * inode, owner, group and mode never change and a crash at any instant
+ * leaves the old or the new mailbox once recovery has run:
+ *
+ *   1. Under both locks, check the file is the same inode and only grew.
+ *      X is the offset of the first deleted message, S the size now.
+ *   2. Write the new tail (kept messages after X, then mail delivered
+ *      during the session) at JNL_DATA in "MAILBOX.pop3d-journal", fsync;
+ *      write header slot A (X, S, L, a random marker), fsync, fsync dir.
+ *   3. Write the tail at X and the marker right after it, fsync.
+ *   4. Write header slot B ("phase 1": the tail is in place), fsync.
+ *   5. Truncate to X + L, fsync; unlink the journal, fsync dir.
+ *
+ * Recovery reads slot A (invalid: step 2 never finished, the mailbox was
+ * not touched, drop the journal).  Without a valid slot B the file has
+ * not been truncated, so it is at least S long and anything past S was
+ * delivered after the crash.  With slot B, the marker at X + L tells
+ * whether the truncation happened: delivery agents append "From " lines,
+ * never our random marker.  Mail delivered after the crash is moved
+ * into a new journal before anything is overwritten, so recovery is
+ * itself crash-safe.
+ */
+#include <sys/types.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <lockfile.h>
+#include <md5.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "log.h"
+#include "mbox.h"
+
+#define CHUNK		(128 * 1024)	/* read size for parse and send */
+#define LINE_KEEP	4096		/* bytes of a line the parser looks at */
+#define JNL_SUFFIX	".pop3d-journal"
+#define JNL_SLOT_A	0
+#define JNL_SLOT_B	512
+#define JNL_DATA	4096
+#define JNL_MAGIC	"POP3DJN1"
+#define MARKER_LEN	16
+#define DOTLOCK_REFRESH	60		/* seconds between lockfile_touch */
+
+const char *const mbox_status_text[MBOX_STATUS_MAX] = {
+	[MBOX_OK] = "OK",
+	[MBOX_INUSE] = "[IN-USE] Maildrop is in use by another session",
+	[MBOX_LOCKED] = "[SYS/TEMP] Mailbox is locked by another program",
+	[MBOX_NOTMBOX] = "[SYS/PERM] Mailbox is not in mbox format",
+	[MBOX_BADFILE] = "[SYS/PERM] Mailbox is not a regular file of yours",
+	[MBOX_CHANGED] = "[SYS/TEMP] Mailbox was changed by another program",
+	[MBOX_READONLY] = "[SYS/PERM] Mailbox is read-only",
+	[MBOX_IOERR] = "[SYS/TEMP] Mailbox I/O error",
+	[MBOX_NOMEM] = "[SYS/TEMP] Out of memory",
+};
+
+struct mbox_msg {
+	off_t		 from_off;	/* the From_ line */
+	off_t		 body_off;	/* the message: [body_off, end) */
+	off_t		 end;
+	off_t		 next;		/* the next From_ line, or EOF */
+	uint64_t	 size;		/* octets on the wire */
+	uint64_t	 from_hash;	/* FNV-1a of the From_ line */
+	unsigned char	 uid[16];	/* MD5 of stable header lines */
+	uint32_t	 uid_seq;	/* 1, or n for the n-th identical uid */
+	uint8_t		 deleted;
+	uint8_t		 hidden;
+};
+
+struct mbox {
+	char			*path;
+	char			*lockpath;
+	char			*jnlpath;
+	int			 fd;		/* -1: the file does not exist */
+	int			 writable;
+	dev_t			 dev;
+	ino_t			 ino;
+	off_t			 parsed_size;
+	struct mbox_msg		*msgs;
+	size_t			 nmsgs;		/* all, hidden included */
+	size_t			 first;		/* 1 when msgs[0] is hidden */
+	struct mbox_hooks	 hooks;
+	int			 dotlocked;
+	time_t			 dotlock_time;
+	char			*buf;		/* CHUNK bytes for send/commit */
+};
+
+struct jnl_hdr {
+	char		 magic[8];
+	uint32_t	 version;
+	uint32_t	 phase;
+	uint64_t	 dev;
+	uint64_t	 ino;
+	uint64_t	 x;		/* where the tail goes */
+	uint64_t	 s;		/* mailbox size when the commit began */
+	uint64_t	 l;		/* tail length */
+	unsigned char	 marker[MARKER_LEN];
+	uint64_t	 check;		/* FNV-1a of everything above */
+};
+
+static uint64_t
+fnv1a(uint64_t h, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	while (len-- > 0) {
+		h ^= *p++;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+#define FNV_INIT	0xcbf29ce484222325ULL
+
+/*
+ * Full-length pread/pwrite.  pread_full returns bytes read (short only at
+ * EOF) or -1.
+ */
+static ssize_t
+pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t	 done = 0;
+	ssize_t	 n;
+
+	while (done < len) {
+		n = pread(fd, (char *)buf + done, len - done,
+		    off + (off_t)done);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+static int
+pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	size_t	 done = 0;
+	ssize_t	 n;
+
+	while (done < len) {
+		n = pwrite(fd, (const char *)buf + done, len - done,
+		    off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* ---- From_ lines --------------------------------------------------- */
+
+static int
+match_word(const char *p, const char *end, const char *const *words)
+{
+	size_t	 i;
+
+	if (end - p < 3)
+		return 0;
+	for (i = 0; words[i] != NULL; i++)
+		if (strncmp(p, words[i], 3) == 0)
+			return 1;
+	return 0;
+}
+
+/* Skips n_min..n_max digits; returns the new position or NULL. */
+static const char *
+skip_digits(const char *p, const char *end, int n_min, int n_max)
+{
+	int	 n = 0;
+
+	while (p < end && n < n_max && isdigit((unsigned char)*p)) {
+		p++;
+		n++;
+	}
+	return n >= n_min ? p : NULL;
+}
+
+/*
+ * Matches a ctime-like date at p: "Www Mmm dd hh:mm[:ss] [zone ]yyyy"
+ * and what Dovecot, mutt and qpopper also accept (a zone before or after
+ * the year, two-digit years, "remote from" suffixes).
+ */
+static int
+match_date(const char *p, const char *end)
+{
+	static const char *const wdays[] = { "Mon", "Tue", "Wed", "Thu",
+	    "Fri", "Sat", "Sun", NULL };
+	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr",
+	    "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec", NULL };
+	const char	*q;
+
+	if (!match_word(p, end, wdays) || end - p < 4 || p[3] != ' ')
+		return 0;
+	p += 4;
+	if (!match_word(p, end, months) || end - p < 4 || p[3] != ' ')
+		return 0;
+	p += 4;
+	while (p < end && *p == ' ')
+		p++;
+	if ((p = skip_digits(p, end, 1, 2)) == NULL || p >= end || *p != ' ')
+		return 0;
+	p++;
+	if ((p = skip_digits(p, end, 1, 2)) == NULL || p >= end || *p != ':')
+		return 0;
+	if ((p = skip_digits(p + 1, end, 2, 2)) == NULL)
+		return 0;
+	if (p < end && *p == ':' && (p = skip_digits(p + 1, end, 2, 2)) == NULL)
+		return 0;
+	if (p >= end || *p != ' ')
+		return 0;
+	p++;
+	/* An optional zone ("PST", "+0100", "-07") before the year. */
+	if (p < end && !isdigit((unsigned char)*p)) {
+		q = p;
+		while (q < end && *q != ' ')
+			q++;
+		if (q == p || q >= end)
+			return 0;
+		p = q + 1;
+	}
+	q = skip_digits(p, end, 2, 4);
+	if (q == NULL || q - p == 3)
+		return 0;
+	return q == end || *q == ' ';
+}
+
+/* A separator: "From " + sender + date, the whole line (no terminator). */
+static int
+is_from_line(const char *line, size_t len)
+{
+	const char	*end = line + len, *p;
+
+	if (len < 5 || memcmp(line, "From ", 5) != 0)
+		return 0;
+	for (p = line + 5; p < end; p++)
+		if (p[-1] == ' ' && match_date(p, end))
+			return 1;
+	return 0;
+}
+
+/* ---- the scanner --------------------------------------------------- */
+
+struct line {
+	off_t		 off;		/* file offset of the line */
+	const char	*head;		/* its first hlen bytes */
+	size_t		 hlen;
+	uint64_t	 len;		/* bytes, terminator included */
+	uint64_t	 content;	/* bytes before LF or CRLF */
+	int		 has_lf;
+};
+
+struct scanner {
+	int		 fd;
+	char		*buf;		/* CHUNK + LINE_KEEP */
+	off_t		 buf_off;	/* file offset of buf[0] */
+	size_t		 len;
+	size_t		 pos;
+	int		 eof;
+	char		 keep[LINE_KEEP];
+};
+
+/* Reads more into buf after keeping [pos, len); 0, or -1 on error. */
+static int
+scan_fill(struct scanner *sc)
+{
+	ssize_t	 n;
+
+	if (sc->pos > 0) {
+		memmove(sc->buf, sc->buf + sc->pos, sc->len - sc->pos);
+		sc->buf_off += (off_t)sc->pos;
+		sc->len -= sc->pos;
+		sc->pos = 0;
+	}
+	n = pread_full(sc->fd, sc->buf + sc->len, CHUNK + LINE_KEEP - sc->len,
+	    sc->buf_off + (off_t)sc->len);
+	if (n < 0)
+		return -1;
+	if (n == 0)
+		sc->eof = 1;
+	sc->len += (size_t)n;
+	return 0;
+}
+
+/* Returns 1 with the next line in *l, 0 at EOF, -1 on a read error. */
+static int
+scan_line(struct scanner *sc, struct line *l)
+{
+	char		*lf;
+	size_t		 scanned = 0, avail;
+	uint64_t	 total;
+	int		 last_cr;
+
+	for (;;) {
+		lf = memchr(sc->buf + sc->pos + scanned, '\n',
+		    sc->len - sc->pos - scanned);
+		if (lf != NULL) {
+			l->off = sc->buf_off + (off_t)sc->pos;
+			l->head = sc->buf + sc->pos;
+			l->len = (uint64_t)(lf - l->head) + 1;
+			l->hlen = l->len > LINE_KEEP ? LINE_KEEP : l->len;
+			l->content = l->len - 1;
+			if (l->content > 0 && lf[-1] == '\r')
+				l->content--;
+			l->has_lf = 1;
+			sc->pos = (size_t)(lf - sc->buf) + 1;
+			return 1;
+		}
+		scanned = sc->len - sc->pos;
+		if (sc->eof || scanned > LINE_KEEP)
+			break;
+		if (scan_fill(sc) < 0)
+			return -1;
+	}
+	if (scanned == 0)
+		return 0;
+	l->off = sc->buf_off + (off_t)sc->pos;
+	if (sc->eof) {
+		/* The last line has no terminator. */
+		l->head = sc->buf + sc->pos;
+		l->len = scanned;
+		l->hlen = scanned > LINE_KEEP ? LINE_KEEP : scanned;
+		l->content = scanned - (l->head[scanned - 1] == '\r');
+		l->has_lf = 0;
+		sc->pos = sc->len;
+		return 1;
+	}
+	/* A line longer than LINE_KEEP: keep its head, count the rest. */
+	memcpy(sc->keep, sc->buf + sc->pos, LINE_KEEP);
+	l->head = sc->keep;
+	l->hlen = LINE_KEEP;
+	total = 0;
+	last_cr = 0;
+	for (;;) {
+		avail = sc->len - sc->pos;
+		lf = memchr(sc->buf + sc->pos, '\n', avail);
+		if (lf != NULL) {
+			avail = (size_t)(lf - (sc->buf + sc->pos));
+			if (avail > 0)
+				last_cr = lf[-1] == '\r';
+			total += avail + 1;
+			sc->pos += avail + 1;
+			l->len = total;
+			l->content = total - 1 - (uint64_t)last_cr;
+			l->has_lf = 1;
+			return 1;
+		}
+		if (avail > 0)
+			last_cr = sc->buf[sc->len - 1] == '\r';
+		total += avail;
+		sc->pos = sc->len;
+		if (scan_fill(sc) < 0)
+			return -1;
+		if (sc->len == 0) {
+			l->len = total;
+			l->content = total - (uint64_t)last_cr;
+			l->has_lf = 0;
+			return 1;
+		}
+	}
+}
+
+/* ---- the parser ---------------------------------------------------- */
+
+struct parse {
+	struct mbox_msg	*cur;
+	MD5_CTX		 md5;
+	int		 in_header;
+	int		 received;	/* Received: lines seen */
+	int		 folder_subject;
+	int		 folder_ximap;
+	int64_t		 clen;		/* Content-Length, or -1 */
+	off_t		 cl_end;	/* separators ignored before this */
+	int		 prev_empty;
+	off_t		 prev_empty_off;
+};
+
+static int
+header_is(const struct line *l, const char *name)
+{
+	size_t	 n = strlen(name);
+
+	return l->hlen > n && strncasecmp(l->head, name, n) == 0;
+}
+
+static void
+uid_add(struct parse *p, const struct line *l)
+{
+	size_t	 n = l->content < l->hlen ? (size_t)l->content : l->hlen;
+
+	MD5Update(&p->md5, (const unsigned char *)l->head, n);
+	MD5Update(&p->md5, (const unsigned char *)"\n", 1);
+}
+
+static void
+parse_header(struct parse *p, const struct line *l, size_t msgno)
+{
+	const char	*v, *end;
+	int64_t		 n;
+
+	if (header_is(l, "Received:")) {
+		if (p->received++ == 0)
+			uid_add(p, l);
+	} else if (header_is(l, "Delivered-To:") ||
+	    header_is(l, "X-Delivery-ID:"))
+		uid_add(p, l);
+	else if (p->received == 0 &&
+	    (header_is(l, "Date:") || header_is(l, "Message-ID:")))
+		uid_add(p, l);
+	else if (header_is(l, "Content-Length:")) {
+		v = l->head + 15;
+		end = l->head + (l->content < l->hlen ? l->content : l->hlen);
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		n = 0;
+		if (v == end)
+			return;
+		for (; v < end && isdigit((unsigned char)*v); v++) {
+			if (n > (INT64_MAX - 9) / 10)
+				return;
+			n = n * 10 + (*v - '0');
+		}
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		if (v == end)
+			p->clen = n;
+	} else if (msgno == 0 && header_is(l, "Subject:") &&
+	    memmem(l->head, l->hlen, "FOLDER INTERNAL DATA", 20) != NULL)
+		p->folder_subject = 1;
+	else if (msgno == 0 && (header_is(l, "X-IMAP:") ||
+	    header_is(l, "X-IMAPbase:")))
+		p->folder_ximap = 1;
+}
+
+/*
+ * Content-Length counts only where it ends exactly at the end of the
+ * file or on an empty line followed by a valid separator.
+ */
+static off_t
+clen_target(int fd, off_t fsize, off_t body, int64_t clen)
+{
+	char	 b[LINE_KEEP + 2], *lf;
+	off_t	 t;
+	ssize_t	 n;
+	size_t	 skip;
+
+	if (clen < 0 || clen > fsize - body)
+		return -1;
+	t = body + clen;
+	if (t > body) {
+		if (pread_full(fd, b, 1, t - 1) != 1 || b[0] != '\n')
+			return -1;
+	}
+	if (t == fsize)
+		return t;
+	if ((n = pread_full(fd, b, sizeof(b) - 1, t)) <= 0)
+		return -1;
+	if (b[0] == '\n')
+		skip = 1;
+	else if (n >= 2 && b[0] == '\r' && b[1] == '\n')
+		skip = 2;
+	else
+		return -1;
+	if ((size_t)n == skip)
+		return t;
+	if ((lf = memchr(b + skip, '\n', (size_t)n - skip)) == NULL)
+		return -1;
+	if (lf > b + skip && lf[-1] == '\r')
+		lf--;
+	return is_from_line(b + skip, (size_t)(lf - (b + skip))) ? t : -1;
+}
+
+static void
+msg_finish(struct mbox *mb, struct parse *p, off_t end_off)
+{
+	struct mbox_msg	*m = p->cur;
+
+	if (m == NULL)
+		return;
+	if (p->prev_empty && p->prev_empty_off >= m->body_off) {
+		/* The empty line before a separator is framing. */
+		m->end = p->prev_empty_off;
+		m->size -= 2;
+	} else
+		m->end = end_off;
+	m->next = end_off;
+	MD5Final(m->uid, &p->md5);
+	if (mb->nmsgs == 1 && p->folder_subject && p->folder_ximap)
+		m->hidden = 1;
+	p->cur = NULL;
+}
+
+static int
+cmp_uid(const void *a, const void *b)
+{
+	const struct mbox_msg *const *x = a, *const *y = b;
+	int	 c = memcmp((*x)->uid, (*y)->uid, sizeof((*x)->uid));
+
+	if (c != 0)
+		return c;
+	return (*x < *y) ? -1 : (*x > *y);
+}
+
+/* Numbers identical UIDs in file order: h, h-2, h-3. */
+static enum mbox_status
+number_uids(struct mbox *mb)
+{
+	struct mbox_msg	**v;
+	size_t		  i;
+
+	if (mb->nmsgs == 0)
+		return MBOX_OK;
+	if ((v = calloc(mb->nmsgs, sizeof(*v))) == NULL)
+		return MBOX_NOMEM;
+	for (i = 0; i < mb->nmsgs; i++)
+		v[i] = &mb->msgs[i];
+	qsort(v, mb->nmsgs, sizeof(*v), cmp_uid);
+	for (i = 0; i < mb->nmsgs; i++)
+		v[i]->uid_seq = (i > 0 && memcmp(v[i]->uid, v[i - 1]->uid,
+		    sizeof(v[i]->uid)) == 0) ? v[i - 1]->uid_seq + 1 : 1;
+	free(v);
+	return MBOX_OK;
+}
+
+static enum mbox_status
+parse(struct mbox *mb, off_t fsize)
+{
+	struct scanner	*sc;
+	struct parse	 p;
+	struct line	 l;
+	struct mbox_msg	*m;
+	size_t		 cap = 0, hl;
+	int		 r, empty, first = 1;
+	enum mbox_status st = MBOX_OK;
+
+	if ((sc = calloc(1, sizeof(*sc))) == NULL)
+		return MBOX_NOMEM;
+	if ((sc->buf = malloc(CHUNK + LINE_KEEP)) == NULL) {
+		free(sc);
+		return MBOX_NOMEM;
+	}
+	sc->fd = mb->fd;
+	memset(&p, 0, sizeof(p));
+	p.cl_end = -1;
+	while ((r = scan_line(sc, &l)) == 1) {
+		hl = l.content < l.hlen ? (size_t)l.content : l.hlen;
+		if ((first || p.prev_empty) && l.off >= p.cl_end &&
+		    l.content <= LINE_KEEP && is_from_line(l.head, hl)) {
+			msg_finish(mb, &p, l.off);
+			if (mb->nmsgs == cap) {
+				size_t ncap = cap == 0 ? 64 : cap * 2;
+				m = reallocarray(mb->msgs, ncap, sizeof(*m));
+				if (m == NULL) {
+					st = MBOX_NOMEM;
+					break;
+				}
+				mb->msgs = m;
+				cap = ncap;
+			}
+			m = &mb->msgs[mb->nmsgs++];
+			memset(m, 0, sizeof(*m));
+			m->from_off = l.off;
+			m->body_off = l.off + (off_t)l.len;
+			m->from_hash = fnv1a(FNV_INIT, l.head, hl);
+			p.cur = m;
+			MD5Init(&p.md5);
+			uid_add(&p, &l);
+			p.in_header = 1;
+			p.received = 0;
+			p.clen = -1;
+			p.prev_empty = 0;
+			first = 0;
+			continue;
+		}
+		if (first) {
+			st = MBOX_NOTMBOX;
+			break;
+		}
+		m = p.cur;
+		if (m->size > UINT64_MAX - l.content - 2) {
+			st = MBOX_NOTMBOX;
+			break;
+		}
+		m->size += l.content + 2;
+		empty = l.has_lf && l.content == 0;
+		if (p.in_header) {
+			if (empty) {
+				p.in_header = 0;
+				p.cl_end = clen_target(mb->fd, fsize,
+				    l.off + (off_t)l.len, p.clen);
+			} else
+				parse_header(&p, &l, mb->nmsgs - 1);
+		}
+		p.prev_empty = empty;
+		p.prev_empty_off = l.off;
+	}
+	if (r < 0) {
+		log_warn("read %s", mb->path);
+		st = MBOX_IOERR;
+	}
+	if (st == MBOX_OK) {
+		msg_finish(mb, &p, sc->buf_off + (off_t)sc->len);
+		mb->parsed_size = sc->buf_off + (off_t)sc->len;
+		mb->first = mb->nmsgs > 0 && mb->msgs[0].hidden;
+		st = number_uids(mb);
+	}
+	free(sc->buf);
+	free(sc);
+	return st;
+}
+
+/* ---- locking ------------------------------------------------------- */
+
+static int
+priv_raise(struct mbox *mb)
+{
+	if (mb->hooks.priv_raise == NULL)
+		return 0;
+	return mb->hooks.priv_raise(mb->hooks.arg);
+}
+
+static void
+priv_lower(struct mbox *mb)
+{
+	if (mb->hooks.priv_lower != NULL)
+		mb->hooks.priv_lower(mb->hooks.arg);
+}
+
+static int
+ofd_lock(int fd, short type)
+{
+	struct flock	 fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = 0;
+	fl.l_len = 0;
+	return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+static void
+nap(void)
+{
+	unsigned int	 r = 0;
+
+	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+		r = (unsigned int)getpid();
+	(void)poll(NULL, 0, 50 + (int)(r % 200));
+}
+
+static void
+dotlock_remove(struct mbox *mb)
+{
+	if (!mb->dotlocked)
+		return;
+	if (priv_raise(mb) == 0) {
+		if (lockfile_remove(mb->lockpath) != 0)
+			log_warn("remove %s", mb->lockpath);
+		priv_lower(mb);
+	}
+	mb->dotlocked = 0;
+}
+
+/* Refreshes a held dotlock so that nobody takes it for stale. */
+static void
+dotlock_refresh(struct mbox *mb)
+{
+	time_t	 now = time(NULL);
+
+	if (!mb->dotlocked || now - mb->dotlock_time < DOTLOCK_REFRESH)
+		return;
+	if (priv_raise(mb) == 0) {
+		(void)lockfile_touch(mb->lockpath);
+		priv_lower(mb);
+	}
+	mb->dotlock_time = now;
+}
+
+/*
+ * Takes fcntl then the dotlock, never waiting for one while holding the
+ * other (Debian Policy §11.6).
+ */
+static enum mbox_status
+mbox_lock(struct mbox *mb)
+{
+	time_t	 deadline = time(NULL) + mb->hooks.lock_timeout;
+	int	 r;
+
+	for (;;) {
+		if (mb->fd == -1 || ofd_lock(mb->fd, F_WRLCK) == 0) {
+			if (priv_raise(mb) != 0)
+				r = L_ERROR;
+			else {
+				r = lockfile_create(mb->lockpath, 0, L_PID);
+				priv_lower(mb);
+			}
+			if (r == L_SUCCESS) {
+				mb->dotlocked = 1;
+				mb->dotlock_time = time(NULL);
+				return MBOX_OK;
+			}
+			if (mb->fd != -1)
+				(void)ofd_lock(mb->fd, F_UNLCK);
+			if (r != L_MAXTRYS && r != L_RMSTALE) {
+				log_warn("dotlock %s (liblockfile status %d)",
+				    mb->lockpath, r);
+				return MBOX_IOERR;
+			}
+		} else if (errno != EAGAIN && errno != EACCES) {
+			log_warn("fcntl lock %s", mb->path);
+			return MBOX_IOERR;
+		}
+		if (time(NULL) >= deadline)
+			return MBOX_LOCKED;
+		nap();
+	}
+}
+
+static void
+mbox_unlock(struct mbox *mb)
+{
+	dotlock_remove(mb);
+	if (mb->fd != -1)
+		(void)ofd_lock(mb->fd, F_UNLCK);
+}
+
+enum mbox_status
+mbox_session_lock(const char *rundir, const char *path, int *fd_r)
+{
+	char	 name[PATH_MAX], hex[33];
+	int	 fd;
+
+	if (MD5Data((const unsigned char *)path, strlen(path), hex) == NULL)
+		return MBOX_NOMEM;
+	if ((size_t)snprintf(name, sizeof(name), "%s/%s.session", rundir,
+	    hex) >= sizeof(name))
+		return MBOX_IOERR;
+	fd = open(name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		log_warn("session lock %s", name);
+		return MBOX_IOERR;
+	}
+	if (ofd_lock(fd, F_WRLCK) == -1) {
+		close(fd);
+		if (errno == EAGAIN || errno == EACCES)
+			return MBOX_INUSE;
+		log_warn("session lock %s", name);
+		return MBOX_IOERR;
+	}
+	*fd_r = fd;
+	return MBOX_OK;
+}
+
+/* ---- the journal --------------------------------------------------- */
+
+static int
+fsync_dir(const char *path)
+{
+	char	 dir[PATH_MAX], *slash;
+	int	 fd, r;
+
+	if (strlen(path) >= sizeof(dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(dir, path);
+	if ((slash = strrchr(dir, '/')) == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+static void
+hdr_seal(struct jnl_hdr *h)
+{
+	h->check = fnv1a(FNV_INIT, h, offsetof(struct jnl_hdr, check));
+}
+
+static int
+hdr_valid(const struct jnl_hdr *h)
+{
+	return memcmp(h->magic, JNL_MAGIC, 8) == 0 && h->version == 1 &&
+	    h->check == fnv1a(FNV_INIT, h, offsetof(struct jnl_hdr, check)) &&
+	    h->x <= h->s && h->l <= h->s - h->x && h->l < h->s - h->x;
+}
+
+/* Copies len bytes from (ifd, ioff) to (ofd, ooff) through mb->buf. */
+static int
+copy_range(struct mbox *mb, int ifd, off_t ioff, int ofd, off_t ooff,
+    uint64_t len)
+{
+	size_t	 n;
+	ssize_t	 r;
+
+	while (len > 0) {
+		n = len > CHUNK ? CHUNK : (size_t)len;
+		if ((r = pread_full(ifd, mb->buf, n, ioff)) < 0)
+			return -1;
+		if ((size_t)r != n) {
+			errno = EIO;	/* the source shrank */
+			return -1;
+		}
+		if (pwrite_full(ofd, mb->buf, n, ooff) < 0)
+			return -1;
+		ioff += (off_t)n;
+		ooff += (off_t)n;
+		len -= n;
+		dotlock_refresh(mb);
+	}
+	return 0;
+}
+
+/* Creates a journal file, with the mail group held. */
+static int
+jnl_create(struct mbox *mb, const char *path)
+{
+	int	 fd;
+
+	if (priv_raise(mb) != 0)
+		return -1;
+	(void)unlink(path);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	priv_lower(mb);
+	return fd;
+}
+
+static int
+jnl_unlink(struct mbox *mb, const char *path)
+{
+	int	 r;
+
+	if (priv_raise(mb) != 0)
+		return -1;
+	r = unlink(path);
+	priv_lower(mb);
+	if (r == -1 && errno != ENOENT)
+		return -1;
+	return fsync_dir(path);
+}
+
+/*
+ * Steps 3-5: puts the journal's tail in place, truncates, drops the
+ * journal.  Idempotent: recovery may run it again after a crash.
+ */
+static enum mbox_status
+jnl_apply(struct mbox *mb, int jfd, struct jnl_hdr *h)
+{
+	struct jnl_hdr	 b;
+	size_t		 m;
+
+	m = h->s - h->x - h->l;
+	if (m > MARKER_LEN)
+		m = MARKER_LEN;
+	if (copy_range(mb, jfd, JNL_DATA, mb->fd, (off_t)h->x, h->l) < 0 ||
+	    pwrite_full(mb->fd, h->marker, m, (off_t)(h->x + h->l)) < 0 ||
+	    fsync(mb->fd) < 0)
+		goto fail;
+	b = *h;
+	b.phase = 1;
+	hdr_seal(&b);
+	if (pwrite_full(jfd, &b, sizeof(b), JNL_SLOT_B) < 0 || fsync(jfd) < 0)
+		goto fail;
+	if (ftruncate(mb->fd, (off_t)(h->x + h->l)) < 0 || fsync(mb->fd) < 0)
+		goto fail;
+	if (jnl_unlink(mb, mb->jnlpath) < 0)
+		log_warn("remove %s", mb->jnlpath);
+	return MBOX_OK;
+fail:
+	log_warn("commit %s", mb->path);
+	return MBOX_IOERR;
+}
+
+struct range {
+	off_t	 off;
+	uint64_t len;
+};
+
+/*
+ * Steps 2-5: writes a journal whose tail is the ranges of srcfd, in
+ * order, under "JOURNAL.new", renames it into place, and applies it.
+ */
+static enum mbox_status
+jnl_write_apply(struct mbox *mb, int srcfd, const struct range *r, size_t nr,
+    uint64_t x, uint64_t s)
+{
+	struct jnl_hdr	 h;
+	char		 tmp[PATH_MAX];
+	uint64_t	 l = 0;
+	size_t		 i;
+	int		 jfd;
+	enum mbox_status st;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", mb->jnlpath) >=
+	    sizeof(tmp))
+		return MBOX_IOERR;
+	if ((jfd = jnl_create(mb, tmp)) == -1) {
+		log_warn("create %s", tmp);
+		return MBOX_IOERR;
+	}
+	for (i = 0; i < nr; i++) {
+		if (copy_range(mb, srcfd, r[i].off, jfd,
+		    (off_t)(JNL_DATA + l), r[i].len) < 0) {
+			log_warn("write %s", tmp);
+			goto fail;
+		}
+		l += r[i].len;
+	}
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, JNL_MAGIC, 8);
+	h.version = 1;
+	h.dev = (uint64_t)mb->dev;
+	h.ino = (uint64_t)mb->ino;
+	h.x = x;
+	h.s = s;
+	h.l = l;
+	if (getrandom(h.marker, sizeof(h.marker), 0) != sizeof(h.marker))
+		goto fail;
+	h.marker[0] = '\0';	/* never the start of a delivery */
+	hdr_seal(&h);
+	if (fsync(jfd) < 0 || pwrite_full(jfd, &h, sizeof(h), JNL_SLOT_A) < 0 ||
+	    fsync(jfd) < 0) {
+		log_warn("write %s", tmp);
+		goto fail;
+	}
+	if (priv_raise(mb) != 0)
+		goto fail;
+	if (rename(tmp, mb->jnlpath) < 0) {
+		priv_lower(mb);
+		log_warn("rename %s", tmp);
+		goto fail;
+	}
+	priv_lower(mb);
+	if (fsync_dir(mb->jnlpath) < 0) {
+		log_warn("sync directory of %s", mb->jnlpath);
+		/* The journal may not be durable: do not touch the mailbox. */
+		(void)jnl_unlink(mb, mb->jnlpath);
+		close(jfd);
+		return MBOX_IOERR;
+	}
+	st = jnl_apply(mb, jfd, &h);
+	close(jfd);
+	return st;
+fail:
+	close(jfd);
+	(void)jnl_unlink(mb, tmp);
+	return MBOX_IOERR;
+}
+
+/* Finishes any interrupted commit; called with both locks held. */
+static enum mbox_status
+recover_locked(struct mbox *mb)
+{
+	struct jnl_hdr	 a, b;
+	struct stat	 sb;
+	struct range	 r;
+	char		 tmp[PATH_MAX], mark[MARKER_LEN];
+	uint64_t	 size, m, tail_end;
+	int		 jfd, truncated;
+	enum mbox_status st;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", mb->jnlpath) <
+	    sizeof(tmp))
+		(void)jnl_unlink(mb, tmp);	/* never made it to step 2 */
+	if ((jfd = open(mb->jnlpath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) ==
+	    -1) {
+		if (errno == ENOENT)
+			return MBOX_OK;
+		log_warn("open %s", mb->jnlpath);
+		return MBOX_IOERR;
+	}
+	if (pread_full(jfd, &a, sizeof(a), JNL_SLOT_A) != sizeof(a) ||
+	    !hdr_valid(&a)) {
+		/* Step 2 never finished: the mailbox was not touched. */
+		close(jfd);
+		log_notice("%s: discarding an unfinished journal", mb->path);
+		return jnl_unlink(mb, mb->jnlpath) < 0 ? MBOX_IOERR : MBOX_OK;
+	}
+	if (mb->fd == -1 || fstat(mb->fd, &sb) == -1 ||
+	    a.dev != (uint64_t)sb.st_dev || a.ino != (uint64_t)sb.st_ino) {
+		close(jfd);
+		log_warnx("%s: journal %s belongs to another file; remove it "
+		    "after checking the mailbox", mb->path, mb->jnlpath);
+		return MBOX_CHANGED;
+	}
+	size = (uint64_t)sb.st_size;
+	m = a.s - a.x - a.l;
+	if (m > MARKER_LEN)
+		m = MARKER_LEN;
+	tail_end = a.x + a.l;
+	truncated = 0;
+	if (pread_full(jfd, &b, sizeof(b), JNL_SLOT_B) == sizeof(b) &&
+	    hdr_valid(&b) && b.phase == 1 &&
+	    memcmp(&b.x, &a.x, offsetof(struct jnl_hdr, check) -
+	    offsetof(struct jnl_hdr, x)) == 0) {
+		truncated = 1;
+		if (size >= tail_end + m &&
+		    pread_full(mb->fd, mark, m, (off_t)tail_end) == (ssize_t)m &&
+		    memcmp(mark, a.marker, m) == 0)
+			truncated = 0;
+	}
+	log_notice("%s: recovering an interrupted commit (%s)", mb->path,
+	    truncated ? "complete" : "redo");
+	if (truncated) {
+		close(jfd);
+		if (size < tail_end) {
+			log_warnx("%s: shorter than its journal says", mb->path);
+			return MBOX_CHANGED;
+		}
+		return jnl_unlink(mb, mb->jnlpath) < 0 ? MBOX_IOERR : MBOX_OK;
+	}
+	if (size < a.s) {
+		close(jfd);
+		log_warnx("%s: shorter than its journal says; journal kept",
+		    mb->path);
+		return MBOX_CHANGED;
+	}
+	if (size == a.s) {
+		st = jnl_apply(mb, jfd, &a);
+		close(jfd);
+		return st;
+	}
+	/*
+	 * Mail arrived after the crash.  Append it to the journal's data
+	 * (past what slot A covers, so the journal stays valid), then journal
+	 * tail and late mail together under a new header and apply that.
+	 */
+	close(jfd);
+	if ((jfd = open(mb->jnlpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) == -1 ||
+	    copy_range(mb, mb->fd, (off_t)a.s, jfd, (off_t)(JNL_DATA + a.l),
+	    size - a.s) < 0 || fsync(jfd) < 0) {
+		log_warn("extend %s", mb->jnlpath);
+		if (jfd != -1)
+			close(jfd);
+		return MBOX_IOERR;
+	}
+	r.off = JNL_DATA;
+	r.len = a.l + (size - a.s);
+	st = jnl_write_apply(mb, jfd, &r, 1, a.x, size);
+	close(jfd);
+	return st;
+}
+
+/* ---- open, send, commit -------------------------------------------- */
+
+static enum mbox_status
+mbox_new(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
+{
+	struct mbox	*mb;
+
+	size_t		 n = strlen(path) + sizeof(JNL_SUFFIX);
+
+	if ((mb = calloc(1, sizeof(*mb))) == NULL)
+		return MBOX_NOMEM;
+	mb->fd = -1;
+	if (hooks != NULL)
+		mb->hooks = *hooks;
+	if ((mb->path = strdup(path)) == NULL ||
+	    (mb->lockpath = malloc(n)) == NULL ||
+	    (mb->jnlpath = malloc(n)) == NULL ||
+	    (mb->buf = malloc(CHUNK)) == NULL) {
+		mbox_close(mb);
+		return MBOX_NOMEM;
+	}
+	(void)snprintf(mb->lockpath, n, "%s.lock", path);
+	(void)snprintf(mb->jnlpath, n, "%s%s", path, JNL_SUFFIX);
+	*mb_r = mb;
+	return MBOX_OK;
+}
+
+/* Opens the mailbox file as the user; refuses what is not plainly theirs. */
+static enum mbox_status
+mbox_open_file(struct mbox *mb)
+{
+	struct stat	 sb;
+	int		 flags = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+
+	mb->fd = open(mb->path, O_RDWR | flags);
+	mb->writable = mb->fd != -1;
+	if (mb->fd == -1 && errno == EACCES)
+		mb->fd = open(mb->path, O_RDONLY | flags);
+	if (mb->fd == -1) {
+		if (errno == ENOENT)
+			return MBOX_OK;
+		if (errno == ELOOP || errno == EISDIR || errno == ENXIO) {
+			log_warnx("%s: not a regular file", mb->path);
+			return MBOX_BADFILE;
+		}
+		log_warn("open %s", mb->path);
+		return errno == EACCES ? MBOX_BADFILE : MBOX_IOERR;
+	}
+	if (fstat(mb->fd, &sb) == -1) {
+		log_warn("fstat %s", mb->path);
+		return MBOX_IOERR;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 ||
+	    sb.st_uid != geteuid()) {
+		log_warnx("%s: not a regular file owned by uid %lu with one "
+		    "link", mb->path, (unsigned long)geteuid());
+		return MBOX_BADFILE;
+	}
+	(void)fcntl(mb->fd, F_SETFL, fcntl(mb->fd, F_GETFL) & ~O_NONBLOCK);
+	mb->dev = sb.st_dev;
+	mb->ino = sb.st_ino;
+	return MBOX_OK;
+}
+
+enum mbox_status
+mbox_open(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
+{
+	struct mbox	*mb;
+	struct stat	 sb;
+	enum mbox_status st;
+
+	if ((st = mbox_new(path, hooks, &mb)) != MBOX_OK)
+		return st;
+	if ((st = mbox_open_file(mb)) != MBOX_OK) {
+		mbox_close(mb);
+		return st;
+	}
+	if (mb->fd == -1) {
+		*mb_r = mb;		/* no file: an empty maildrop */
+		return MBOX_OK;
+	}
+	if ((st = mbox_lock(mb)) != MBOX_OK) {
+		mbox_close(mb);
+		return st;
+	}
+	if ((st = recover_locked(mb)) == MBOX_OK) {
+		if (fstat(mb->fd, &sb) == -1)
+			st = MBOX_IOERR;
+		else
+			st = parse(mb, sb.st_size);
+	}
+	mbox_unlock(mb);
+	if (st != MBOX_OK) {
+		mbox_close(mb);
+		return st;
+	}
+	*mb_r = mb;
+	return MBOX_OK;
+}
+
+enum mbox_status
+mbox_parse_fd(int fd, struct mbox **mb_r)
+{
+	struct mbox	*mb;
+	struct stat	 sb;
+	enum mbox_status st;
+
+	if ((st = mbox_new("(fd)", NULL, &mb)) != MBOX_OK)
+		return st;
+	if (fstat(fd, &sb) == -1) {
+		mbox_close(mb);
+		return MBOX_IOERR;
+	}
+	mb->fd = fd;
+	st = parse(mb, sb.st_size);
+	mb->fd = -1;
+	if (st != MBOX_OK) {
+		mbox_close(mb);
+		return st;
+	}
+	*mb_r = mb;
+	return MBOX_OK;
+}
+
+enum mbox_status
+mbox_recover(const char *path, const struct mbox_hooks *hooks)
+{
+	struct mbox	*mb;
+	enum mbox_status st;
+
+	if ((st = mbox_new(path, hooks, &mb)) != MBOX_OK)
+		return st;
+	if ((st = mbox_open_file(mb)) == MBOX_OK && mb->fd != -1 &&
+	    (st = mbox_lock(mb)) == MBOX_OK) {
+		st = recover_locked(mb);
+		mbox_unlock(mb);
+	}
+	mbox_close(mb);
+	return st;
+}
+
+void
+mbox_close(struct mbox *mb)
+{
+	if (mb == NULL)
+		return;
+	if (mb->dotlocked)
+		mbox_unlock(mb);
+	if (mb->fd != -1)
+		close(mb->fd);
+	free(mb->msgs);
+	free(mb->buf);
+	free(mb->path);
+	free(mb->lockpath);
+	free(mb->jnlpath);
+	free(mb);
+}
+
+size_t
+mbox_count(const struct mbox *mb)
+{
+	return mb->nmsgs - mb->first;
+}
+
+uint64_t
+mbox_size(const struct mbox *mb, size_t idx)
+{
+	return mb->msgs[mb->first + idx].size;
+}
+
+void
+mbox_uidl(const struct mbox *mb, size_t idx, char *buf)
+{
+	const struct mbox_msg *m = &mb->msgs[mb->first + idx];
+	static const char hexd[] = "0123456789abcdef";
+	size_t	 i;
+
+	for (i = 0; i < sizeof(m->uid); i++) {
+		buf[2 * i] = hexd[m->uid[i] >> 4];
+		buf[2 * i + 1] = hexd[m->uid[i] & 0xf];
+	}
+	buf[2 * i] = '\0';
+	if (m->uid_seq > 1)
+		(void)snprintf(buf + 2 * i, MBOX_UIDL_MAX - 2 * i, "-%lu",
+		    (unsigned long)m->uid_seq);
+}
+
+int
+mbox_deleted(const struct mbox *mb, size_t idx)
+{
+	return mb->msgs[mb->first + idx].deleted;
+}
+
+void
+mbox_set_deleted(struct mbox *mb, size_t idx, int on)
+{
+	mb->msgs[mb->first + idx].deleted = on != 0;
+}
+
+void
+mbox_stat(const struct mbox *mb, size_t *count_r, uint64_t *octets_r)
+{
+	size_t		 i, n = 0;
+	uint64_t	 o = 0;
+
+	for (i = mb->first; i < mb->nmsgs; i++)
+		if (!mb->msgs[i].deleted) {
+			n++;
+			o += mb->msgs[i].size;
+		}
+	*count_r = n;
+	*octets_r = o;
+}
+
+void
+mbox_extent(const struct mbox *mb, size_t idx, off_t *start_r, off_t *end_r)
+{
+	*start_r = mb->msgs[mb->first + idx].body_off;
+	*end_r = mb->msgs[mb->first + idx].end;
+}
+
+enum mbox_status
+mbox_send(struct mbox *mb, size_t idx, struct io *io, int64_t max_body_lines)
+{
+	const struct mbox_msg *m = &mb->msgs[mb->first + idx];
+	struct io_body	 b;
+	off_t		 off = m->body_off;
+	size_t		 n;
+	ssize_t		 r;
+
+	io_body_begin(&b, max_body_lines);
+	while (off < m->end && !b.done) {
+		n = m->end - off > CHUNK ? CHUNK : (size_t)(m->end - off);
+		if ((r = pread_full(mb->fd, mb->buf, n, off)) < 0) {
+			log_warn("read %s", mb->path);
+			return MBOX_IOERR;
+		}
+		if ((size_t)r != n) {
+			log_warnx("%s: shrank while message %zu was sent",
+			    mb->path, idx + 1);
+			return MBOX_CHANGED;
+		}
+		if (io_body_write(io, &b, mb->buf, n) != IO_OK)
+			return MBOX_IOERR;
+		off += (off_t)n;
+	}
+	return io_body_end(io, &b) == IO_OK ? MBOX_OK : MBOX_IOERR;
+}
+
+/* Under both locks: is this still the file we parsed, only grown? */
+static enum mbox_status
+verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
+{
+	struct stat	 sb;
+	char		 line[LINE_KEEP];
+	size_t		 i, n;
+	ssize_t		 r;
+	char		*lf;
+
+	if (fstat(mb->fd, &sb) == -1)
+		return MBOX_IOERR;
+	if (sb.st_dev != mb->dev || sb.st_ino != mb->ino ||
+	    sb.st_size < mb->parsed_size) {
+		log_warnx("%s: shrank or was replaced since it was read; "
+		    "nothing deleted", mb->path);
+		return MBOX_CHANGED;
+	}
+	for (i = from; i < mb->nmsgs; i++) {
+		n = (size_t)(mb->msgs[i].body_off - mb->msgs[i].from_off);
+		if (n > sizeof(line))
+			n = sizeof(line);
+		r = pread_full(mb->fd, line, n, mb->msgs[i].from_off);
+		if (r != (ssize_t)n)
+			return MBOX_IOERR;
+		lf = memchr(line, '\n', n);
+		if (lf != NULL) {
+			n = (size_t)(lf - line);
+			if (n > 0 && line[n - 1] == '\r')
+				n--;
+		}
+		if (fnv1a(FNV_INIT, line, n) != mb->msgs[i].from_hash) {
+			log_warnx("%s: rewritten by another program since it "
+			    "was read; nothing deleted", mb->path);
+			return MBOX_CHANGED;
+		}
+	}
+	*size_r = sb.st_size;
+	return MBOX_OK;
+}
+
+enum mbox_status
+mbox_commit(struct mbox *mb)
+{
+	struct range	*r;
+	size_t		 i, first_del, nr = 0;
+	off_t		 size;
+	enum mbox_status st;
+
+	for (first_del = mb->first; first_del < mb->nmsgs; first_del++)
+		if (mb->msgs[first_del].deleted)
+			break;
+	if (first_del == mb->nmsgs)
+		return MBOX_OK;		/* nothing deleted, nothing written */
+	if (!mb->writable)
+		return MBOX_READONLY;
+	if ((r = calloc(mb->nmsgs - first_del + 1, sizeof(*r))) == NULL)
+		return MBOX_NOMEM;
+	if ((st = mbox_lock(mb)) != MBOX_OK) {
+		free(r);
+		return st;
+	}
+	if ((st = verify_unchanged(mb, first_del, &size)) != MBOX_OK)
+		goto done;
+	for (i = first_del + 1; i < mb->nmsgs; i++) {
+		if (mb->msgs[i].deleted)
+			continue;
+		/* Adjacent kept messages make one range. */
+		if (nr > 0 && r[nr - 1].off + (off_t)r[nr - 1].len ==
+		    mb->msgs[i].from_off)
+			r[nr - 1].len += (uint64_t)(mb->msgs[i].next -
+			    mb->msgs[i].from_off);
+		else {
+			r[nr].off = mb->msgs[i].from_off;
+			r[nr].len = (uint64_t)(mb->msgs[i].next -
+			    mb->msgs[i].from_off);
+			nr++;
+		}
+	}
+	if (size > mb->parsed_size) {
+		if (nr > 0 && r[nr - 1].off + (off_t)r[nr - 1].len ==
+		    mb->parsed_size)
+			r[nr - 1].len += (uint64_t)(size - mb->parsed_size);
+		else {
+			r[nr].off = mb->parsed_size;
+			r[nr].len = (uint64_t)(size - mb->parsed_size);
+			nr++;
+		}
+	}
+	st = jnl_write_apply(mb, mb->fd, r, nr,
+	    (uint64_t)mb->msgs[first_del].from_off, (uint64_t)size);
+done:
+	mbox_unlock(mb);
+	free(r);
+	return st;
+}

@@ -1,0 +1,592 @@
+/*
+ * session.c: the POP3 state machine and its commands (see session.h).
+ * Runs unprivileged: before login in whichever process reads the
+ * network, after login as the mail user.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "io.h"
+#include "log.h"
+#include "mbox.h"
+#include "session.h"
+
+#define ANY_STATE	(STATE_AUTHORIZATION | STATE_TRANSACTION)
+#define REST		-1	/* the argument is the rest of the line */
+
+const char *const cmd_result_text[CMD_RESULT_MAX] = {
+	[CMD_OK] = "",
+	[CMD_ERR_UNKNOWN] = "Unknown command",
+	[CMD_ERR_STATE] = "Command not valid in this state",
+	[CMD_ERR_SYNTAX] = "Syntax error in arguments",
+	[CMD_ERR_LINE] = "Line too long",
+	[CMD_ERR_BADBYTE] = "Invalid characters in command",
+	[CMD_ERR_NUMBER] = "Invalid message number",
+	[CMD_ERR_NOMSG] = "No such message",
+	[CMD_ERR_DELETED] = "Message is deleted",
+	[CMD_ERR_NOUSER] = "USER first",
+	[CMD_ERR_BADNAME] = "Invalid user name",
+	[CMD_ERR_AUTH] = "[AUTH] Authentication failed",
+	[CMD_ERR_AUTH_LAST] = "[AUTH] Authentication failed; too many "
+	    "failures, closing",
+	[CMD_ERR_AUTH_TEMP] = "[SYS/TEMP] Authentication is unavailable, "
+	    "try again later",
+	[CMD_ERR_MBOX] = "",
+};
+
+static const char capabilities[] =
+	"TOP\r\n"
+	"UIDL\r\n"
+	"USER\r\n"
+	"RESP-CODES\r\n"
+	"AUTH-RESP-CODE\r\n"
+	"PIPELINING\r\n"
+	"IMPLEMENTATION pop3d\r\n"
+	".\r\n";
+
+typedef enum cmd_result (*cmd_fn)(struct session *, struct pop3_cmdline *);
+
+struct pop3_command {
+	const char	*name;		/* NULL: the catch-all last row */
+	unsigned int	 states;
+	int		 min_args;
+	int		 max_args;	/* REST: one argument, spaces and all */
+	cmd_fn		 fn;
+};
+
+static void
+reply(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+reply(struct session *s, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(s->reply, sizeof(s->reply), fmt, ap);
+	va_end(ap);
+}
+
+int
+session_parse_number(const char *str, uint64_t max, uint64_t *n_r)
+{
+	uint64_t	 n = 0;
+	const char	*p;
+
+	if (*str == '\0')
+		return -1;
+	for (p = str; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		if (n > (max - (uint64_t)(*p - '0')) / 10)
+			return -1;
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	*n_r = n;
+	return 0;
+}
+
+int
+session_parse(char *line, size_t len, struct pop3_cmdline *cl)
+{
+	char	*p, *sp;
+
+	memset(cl, 0, sizeof(*cl));
+	if (memchr(line, '\0', len) != NULL || memchr(line, '\r', len) != NULL)
+		return -1;
+	cl->keyword = line;
+	if ((sp = strchr(line, ' ')) == NULL)
+		return 0;
+	*sp = '\0';
+	cl->rest = sp + 1;
+	/* Arguments are separated by single spaces; empty ones count. */
+	for (p = sp + 1; ; p = sp + 1) {
+		if (cl->argc == POP3_ARGS_MAX) {
+			cl->argc++;	/* too many, whatever the command */
+			break;
+		}
+		cl->argv[cl->argc++] = p;
+		if ((sp = strchr(p, ' ')) == NULL)
+			break;
+		*sp = '\0';
+	}
+	return 0;
+}
+
+/* Restores the spaces session_parse() cut, so that rest is whole again. */
+static void
+unsplit(char *rest, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len; i++)
+		if (rest[i] == '\0')
+			rest[i] = ' ';
+}
+
+/* Converts a message number argument to an index of a live message. */
+static enum cmd_result
+get_msg(struct session *s, const char *arg, int allow_deleted, size_t *idx_r)
+{
+	uint64_t	 msn;
+
+	if (session_parse_number(arg, UINT64_MAX, &msn) == -1)
+		return CMD_ERR_NUMBER;
+	if (msn == 0 || msn > mbox_count(s->mbox))
+		return CMD_ERR_NOMSG;
+	if (!allow_deleted && mbox_deleted(s->mbox, (size_t)msn - 1))
+		return CMD_ERR_DELETED;
+	*idx_r = (size_t)msn - 1;
+	return CMD_OK;
+}
+
+/* ---- AUTHORIZATION ------------------------------------------------- */
+
+static enum cmd_result
+cmd_user(struct session *s, struct pop3_cmdline *cl)
+{
+	const char	*name = cl->argv[0];
+	size_t		 len = strlen(name);
+
+	s->have_user = 0;
+	if (!auth_name_valid(name, len))
+		return CMD_ERR_BADNAME;
+	memcpy(s->user, name, len + 1);
+	s->have_user = 1;
+	reply(s, "Send your password");
+	return CMD_OK;
+}
+
+static enum cmd_result
+cmd_pass(struct session *s, struct pop3_cmdline *cl)
+{
+	struct auth_request	 req;
+	enum auth_status	 st;
+	size_t			 len = strlen(cl->rest);
+
+	if (!s->have_user)
+		return CMD_ERR_NOUSER;
+	s->have_user = 0;
+	memset(&req, 0, sizeof(req));
+	req.kind = AUTH_KIND_PASS;
+	memcpy(req.user, s->user, sizeof(req.user));
+	if (len >= sizeof(req.pass))
+		len = sizeof(req.pass) - 1;	/* cannot happen: line limit */
+	memcpy(req.pass, cl->rest, len);
+	explicit_bzero(cl->rest, strlen(cl->rest));
+	st = s->authenticate(s->auth_arg, &req);
+	explicit_bzero(&req, sizeof(req));
+	switch (st) {
+	case AUTH_OK:
+		s->end = END_LOGIN;
+		return CMD_OK;
+	case AUTH_TEMPFAIL:
+		return CMD_ERR_AUTH_TEMP;
+	case AUTH_FAIL:
+		break;
+	}
+	if (++s->failures >= POP3_MAX_FAILS) {
+		s->end = END_AUTHFAIL;
+		return CMD_ERR_AUTH_LAST;
+	}
+	return CMD_ERR_AUTH;
+}
+
+static enum cmd_result
+cmd_quit_auth(struct session *s, struct pop3_cmdline *cl)
+{
+	(void)cl;
+	s->end = END_QUIT;
+	reply(s, "pop3d signing off");
+	return CMD_OK;
+}
+
+static void
+body_capa(struct session *s)
+{
+	(void)io_write(s->io, capabilities, sizeof(capabilities) - 1);
+}
+
+static enum cmd_result
+cmd_capa(struct session *s, struct pop3_cmdline *cl)
+{
+	(void)cl;
+	reply(s, "Capability list follows");
+	s->body = body_capa;
+	return CMD_OK;
+}
+
+/* ---- TRANSACTION --------------------------------------------------- */
+
+static enum cmd_result
+cmd_stat(struct session *s, struct pop3_cmdline *cl)
+{
+	size_t		 n;
+	uint64_t	 octets;
+
+	(void)cl;
+	mbox_stat(s->mbox, &n, &octets);
+	reply(s, "%zu %llu", n, (unsigned long long)octets);
+	return CMD_OK;
+}
+
+static void
+body_list(struct session *s)
+{
+	size_t	 i, n = mbox_count(s->mbox);
+
+	for (i = 0; i < n; i++)
+		if (!mbox_deleted(s->mbox, i) &&
+		    io_printf(s->io, "%zu %llu\r\n", i + 1,
+		    (unsigned long long)mbox_size(s->mbox, i)) != IO_OK)
+			return;
+	(void)io_write(s->io, ".\r\n", 3);
+}
+
+static enum cmd_result
+cmd_list(struct session *s, struct pop3_cmdline *cl)
+{
+	enum cmd_result	 r;
+	size_t		 idx, n;
+	uint64_t	 octets;
+
+	if (cl->argc == 1) {
+		if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
+			return r;
+		reply(s, "%zu %llu", idx + 1,
+		    (unsigned long long)mbox_size(s->mbox, idx));
+		return CMD_OK;
+	}
+	mbox_stat(s->mbox, &n, &octets);
+	reply(s, "%zu messages (%llu octets)", n, (unsigned long long)octets);
+	s->body = body_list;
+	return CMD_OK;
+}
+
+static void
+body_uidl(struct session *s)
+{
+	char	 uid[MBOX_UIDL_MAX];
+	size_t	 i, n = mbox_count(s->mbox);
+
+	for (i = 0; i < n; i++) {
+		if (mbox_deleted(s->mbox, i))
+			continue;
+		mbox_uidl(s->mbox, i, uid);
+		if (io_printf(s->io, "%zu %s\r\n", i + 1, uid) != IO_OK)
+			return;
+	}
+	(void)io_write(s->io, ".\r\n", 3);
+}
+
+static enum cmd_result
+cmd_uidl(struct session *s, struct pop3_cmdline *cl)
+{
+	char		 uid[MBOX_UIDL_MAX];
+	enum cmd_result	 r;
+	size_t		 idx;
+
+	if (cl->argc == 1) {
+		if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
+			return r;
+		mbox_uidl(s->mbox, idx, uid);
+		reply(s, "%zu %s", idx + 1, uid);
+		return CMD_OK;
+	}
+	reply(s, "Unique-ID listing follows");
+	s->body = body_uidl;
+	return CMD_OK;
+}
+
+static void
+body_message(struct session *s)
+{
+	switch (mbox_send(s->mbox, s->body_idx, s->io, s->body_lines)) {
+	case MBOX_OK:
+		break;
+	case MBOX_CHANGED:
+		/* The reply cannot be finished honestly: hang up. */
+		s->end = END_IOERR;
+		break;
+	default:
+		s->end = END_IOERR;
+		break;
+	}
+}
+
+static enum cmd_result
+cmd_retr(struct session *s, struct pop3_cmdline *cl)
+{
+	enum cmd_result	 r;
+	size_t		 idx;
+
+	if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
+		return r;
+	reply(s, "%llu octets",
+	    (unsigned long long)mbox_size(s->mbox, idx));
+	s->body = body_message;
+	s->body_idx = idx;
+	s->body_lines = -1;
+	return CMD_OK;
+}
+
+static enum cmd_result
+cmd_top(struct session *s, struct pop3_cmdline *cl)
+{
+	enum cmd_result	 r;
+	size_t		 idx;
+	uint64_t	 lines;
+
+	if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
+		return r;
+	if (session_parse_number(cl->argv[1], INT64_MAX, &lines) == -1)
+		return CMD_ERR_SYNTAX;
+	reply(s, "Top of message follows");
+	s->body = body_message;
+	s->body_idx = idx;
+	s->body_lines = (int64_t)lines;
+	return CMD_OK;
+}
+
+static enum cmd_result
+cmd_dele(struct session *s, struct pop3_cmdline *cl)
+{
+	enum cmd_result	 r;
+	size_t		 idx;
+
+	if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
+		return r;
+	mbox_set_deleted(s->mbox, idx, 1);
+	reply(s, "Message %zu deleted", idx + 1);
+	return CMD_OK;
+}
+
+static enum cmd_result
+cmd_noop(struct session *s, struct pop3_cmdline *cl)
+{
+	(void)s;
+	(void)cl;
+	return CMD_OK;
+}
+
+static enum cmd_result
+cmd_rset(struct session *s, struct pop3_cmdline *cl)
+{
+	size_t		 i, n = mbox_count(s->mbox);
+	uint64_t	 octets;
+
+	(void)cl;
+	for (i = 0; i < n; i++)
+		mbox_set_deleted(s->mbox, i, 0);
+	mbox_stat(s->mbox, &n, &octets);
+	reply(s, "Maildrop has %zu messages (%llu octets)", n,
+	    (unsigned long long)octets);
+	return CMD_OK;
+}
+
+/* UPDATE: commit the deletions, then say how it went. */
+static enum cmd_result
+cmd_quit(struct session *s, struct pop3_cmdline *cl)
+{
+	size_t		 i, n = mbox_count(s->mbox), ndel = 0, nleft;
+	uint64_t	 del = 0, left;
+	enum mbox_status st;
+
+	(void)cl;
+	s->end = END_QUIT;
+	for (i = 0; i < n; i++)
+		if (mbox_deleted(s->mbox, i)) {
+			ndel++;
+			del += mbox_size(s->mbox, i);
+		}
+	mbox_stat(s->mbox, &nleft, &left);
+	if ((st = mbox_commit(s->mbox)) != MBOX_OK) {
+		log_warnx("%s: commit failed (%s); nothing deleted", s->login,
+		    mbox_status_text[st]);
+		s->mbox_error = st;
+		return CMD_ERR_MBOX;
+	}
+	log_info("%s: %zu (%llu) deleted, %zu (%llu) left", s->login, ndel,
+	    (unsigned long long)del, nleft, (unsigned long long)left);
+	reply(s, "pop3d signing off (%zu messages left)", nleft);
+	return CMD_OK;
+}
+
+static enum cmd_result
+cmd_unknown(struct session *s, struct pop3_cmdline *cl)
+{
+	(void)s;
+	(void)cl;
+	return CMD_ERR_UNKNOWN;
+}
+
+static const struct pop3_command commands[] = {
+	{ "USER", STATE_AUTHORIZATION, 1, 1, cmd_user },
+	{ "PASS", STATE_AUTHORIZATION, 1, REST, cmd_pass },
+	{ "CAPA", ANY_STATE, 0, 0, cmd_capa },
+	{ "STAT", STATE_TRANSACTION, 0, 0, cmd_stat },
+	{ "LIST", STATE_TRANSACTION, 0, 1, cmd_list },
+	{ "UIDL", STATE_TRANSACTION, 0, 1, cmd_uidl },
+	{ "RETR", STATE_TRANSACTION, 1, 1, cmd_retr },
+	{ "TOP", STATE_TRANSACTION, 2, 2, cmd_top },
+	{ "DELE", STATE_TRANSACTION, 1, 1, cmd_dele },
+	{ "NOOP", STATE_TRANSACTION, 0, 0, cmd_noop },
+	{ "RSET", STATE_TRANSACTION, 0, 0, cmd_rset },
+	{ "QUIT", STATE_AUTHORIZATION, 0, 0, cmd_quit_auth },
+	{ "QUIT", STATE_TRANSACTION, 0, 0, cmd_quit },
+	{ NULL, ANY_STATE, 0, REST, cmd_unknown }
+};
+
+/* Finds the row for keyword in the current state. */
+static const struct pop3_command *
+lookup(const struct session *s, const char *keyword, int *wrong_state_r)
+{
+	const struct pop3_command *c;
+
+	*wrong_state_r = 0;
+	for (c = commands; c->name != NULL; c++) {
+		if (strcasecmp(c->name, keyword) != 0)
+			continue;
+		if (c->states & s->state)
+			return c;
+		*wrong_state_r = 1;
+	}
+	return c;
+}
+
+static enum cmd_result
+dispatch(struct session *s, char *line, size_t len)
+{
+	const struct pop3_command *c;
+	struct pop3_cmdline	 cl;
+	int			 wrong_state;
+
+	if (session_parse(line, len, &cl) == -1)
+		return CMD_ERR_BADBYTE;
+	c = lookup(s, cl.keyword, &wrong_state);
+	if (c->name == NULL && wrong_state)
+		return CMD_ERR_STATE;
+	if (c->max_args == REST) {
+		if (c->name != NULL && cl.rest == NULL)
+			return CMD_ERR_SYNTAX;
+		if (cl.rest != NULL)
+			unsplit(cl.rest, len - (size_t)(cl.rest - line));
+	} else if (cl.argc < c->min_args || cl.argc > c->max_args)
+		return CMD_ERR_SYNTAX;
+	return c->fn(s, &cl);
+}
+
+void
+session_command(struct session *s, char *line, size_t len)
+{
+	enum cmd_result	 r;
+	const char	*text;
+
+	s->body = NULL;
+	s->reply[0] = '\0';
+	r = dispatch(s, line, len);
+	explicit_bzero(line, len);	/* it may have held a password */
+	if (r == CMD_OK) {
+		if (s->end == END_LOGIN)
+			return;		/* answered once the maildrop is open */
+		if (s->reply[0] == '\0')
+			(void)io_write(s->io, "+OK\r\n", 5);
+		else
+			(void)io_printf(s->io, "+OK %s\r\n", s->reply);
+		if (s->body != NULL)
+			s->body(s);
+		return;
+	}
+	text = r == CMD_ERR_MBOX ? mbox_status_text[s->mbox_error] :
+	    cmd_result_text[r];
+	(void)io_printf(s->io, "-ERR %s\r\n", text);
+}
+
+void
+session_init(struct session *s, struct io *io, session_auth_fn fn, void *arg)
+{
+	memset(s, 0, sizeof(*s));
+	s->io = io;
+	s->state = STATE_AUTHORIZATION;
+	s->authenticate = fn;
+	s->auth_arg = arg;
+}
+
+int
+session_greet(struct session *s, const char *banner)
+{
+	if (io_printf(s->io, "+OK %s\r\n", banner) != IO_OK)
+		return -1;
+	return io_flush(s->io) == IO_OK ? 0 : -1;
+}
+
+/* Reads and runs commands until the session ends or logs in. */
+static enum session_end
+session_loop(struct session *s)
+{
+	char		 line[POP3_LINE_MAX + 1];
+	size_t		 len;
+	enum io_status	 st;
+
+	while (s->end == END_NONE) {
+		st = io_getline(s->io, line, sizeof(line), POP3_LINE_MAX, &len);
+		switch (st) {
+		case IO_OK:
+			session_command(s, line, len);
+			break;
+		case IO_TOOLONG:
+			(void)io_printf(s->io, "-ERR %s\r\n",
+			    cmd_result_text[CMD_ERR_LINE]);
+			break;
+		case IO_EOF:
+			return END_EOF;
+		case IO_TIMEOUT:
+			return END_TIMEOUT;
+		case IO_ERROR:
+			return END_IOERR;
+		}
+	}
+	if (s->end != END_LOGIN && io_flush(s->io) != IO_OK &&
+	    s->end == END_QUIT)
+		return END_IOERR;
+	return s->end;
+}
+
+enum session_end
+session_authorization(struct session *s)
+{
+	s->state = STATE_AUTHORIZATION;
+	s->end = END_NONE;
+	return session_loop(s);
+}
+
+enum session_end
+session_transaction(struct session *s, const char *login, struct mbox *mb,
+    enum mbox_status st)
+{
+	size_t		 n;
+	uint64_t	 octets;
+
+	s->login = login;
+	if (st != MBOX_OK) {
+		(void)io_printf(s->io, "-ERR %s\r\n", mbox_status_text[st]);
+		(void)io_flush(s->io);
+		return END_IOERR;
+	}
+	s->mbox = mb;
+	s->state = STATE_TRANSACTION;
+	s->end = END_NONE;
+	mbox_stat(mb, &n, &octets);
+	log_info("%s: %zu messages (%llu octets) loaded", login, n,
+	    (unsigned long long)octets);
+	if (io_printf(s->io, "+OK Maildrop has %zu messages (%llu octets)\r\n",
+	    n, (unsigned long long)octets) != IO_OK)
+		return END_IOERR;
+	return session_loop(s);
+}

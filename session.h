@@ -1,0 +1,120 @@
+/*
+ * session.h: the POP3 dialogue (RFC 1939, RFC 2449).  A command table,
+ * strict argument parsing, and one dispatcher that writes every +OK and
+ * -ERR.  No fork, no PAM, no file paths: the AUTHORIZATION state reaches
+ * the checker only through the authenticate callback, so that it can run
+ * in an unprivileged process that forwards a fixed-size request.
+ */
+#ifndef POP3D_SESSION_H
+#define POP3D_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "mbox.h"
+
+#define POP3_LINE_MAX	255	/* octets, CRLF included (RFC 2449) */
+#define POP3_ARGS_MAX	2
+#define POP3_REPLY_MAX	512
+#define POP3_MAX_FAILS	3	/* failed logins before the connection ends */
+
+enum pop3_state {
+	STATE_AUTHORIZATION = 0x1,
+	STATE_TRANSACTION = 0x2
+};
+
+enum cmd_result {
+	CMD_OK,			/* "+OK " and s->reply */
+	CMD_ERR_UNKNOWN,
+	CMD_ERR_STATE,
+	CMD_ERR_SYNTAX,
+	CMD_ERR_LINE,
+	CMD_ERR_BADBYTE,
+	CMD_ERR_NUMBER,
+	CMD_ERR_NOMSG,
+	CMD_ERR_DELETED,
+	CMD_ERR_NOUSER,
+	CMD_ERR_BADNAME,
+	CMD_ERR_AUTH,
+	CMD_ERR_AUTH_LAST,
+	CMD_ERR_AUTH_TEMP,
+	CMD_ERR_MBOX,		/* mbox_status_text[s->mbox_error] */
+	CMD_RESULT_MAX
+};
+
+/* The text after "-ERR " for each error; every entry is set. */
+extern const char *const cmd_result_text[CMD_RESULT_MAX];
+
+enum session_end {
+	END_NONE,
+	END_LOGIN,	/* credentials accepted: open the maildrop */
+	END_QUIT,
+	END_EOF,	/* the client went away without QUIT */
+	END_TIMEOUT,
+	END_IOERR,
+	END_AUTHFAIL	/* too many failed logins */
+};
+
+/* A command line split in place: keyword and up to POP3_ARGS_MAX args. */
+struct pop3_cmdline {
+	char	*keyword;
+	int	 argc;
+	char	*argv[POP3_ARGS_MAX];
+	char	*rest;		/* everything after "KEYWORD " (for PASS) */
+};
+
+struct session;
+typedef enum auth_status (*session_auth_fn)(void *, struct auth_request *);
+typedef void (*session_body_fn)(struct session *);
+
+struct session {
+	struct io		*io;
+	enum pop3_state		 state;
+	enum session_end	 end;
+	session_auth_fn		 authenticate;
+	void			*auth_arg;
+	char			 user[AUTH_NAME_MAX];	/* from USER */
+	int			 have_user;
+	int			 failures;
+	const char		*login;		/* after login, for logs */
+	struct mbox		*mbox;
+	enum mbox_status	 mbox_error;
+	char			 reply[POP3_REPLY_MAX];
+	session_body_fn		 body;		/* multi-line part, if any */
+	size_t			 body_idx;
+	int64_t			 body_lines;
+};
+
+void		 session_init(struct session *, struct io *, session_auth_fn,
+		    void *);
+/* Sends the greeting. */
+int		 session_greet(struct session *, const char *banner);
+
+/*
+ * Runs AUTHORIZATION until the credentials are accepted (END_LOGIN; the
+ * reply to PASS is not sent yet) or the session ends.
+ */
+enum session_end session_authorization(struct session *);
+
+/*
+ * Answers the accepted PASS with the outcome of opening the maildrop
+ * (st, and mb when MBOX_OK) and runs TRANSACTION; QUIT commits.
+ */
+enum session_end session_transaction(struct session *, const char *login,
+		    struct mbox *mb, enum mbox_status st);
+
+/* Runs one command line (terminator stripped) and writes its reply. */
+void		 session_command(struct session *, char *line, size_t len);
+
+/* Splits line in place; -1 on NUL/CR bytes (CMD_ERR_BADBYTE). */
+int		 session_parse(char *line, size_t len, struct pop3_cmdline *);
+
+/*
+ * Parses a decimal number: digits only, no sign or space, at most max.
+ * Returns 0 and *n_r, or -1.
+ */
+int		 session_parse_number(const char *, uint64_t max,
+		    uint64_t *n_r);
+
+#endif
