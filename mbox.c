@@ -89,6 +89,7 @@ struct mbox {
 	char			*lockpath;
 	char			*jnlpath;
 	int			 fd;		/* -1: the file does not exist */
+	int			 fd_borrowed;	/* mbox_parse_fd: not ours */
 	int			 writable;
 	dev_t			 dev;
 	ino_t			 ino;
@@ -1191,8 +1192,8 @@ mbox_parse_fd(int fd, struct mbox **mb_r)
 		return MBOX_IOERR;
 	}
 	mb->fd = fd;
+	mb->fd_borrowed = 1;
 	st = parse(mb, sb.st_size);
-	mb->fd = -1;
 	if (st != MBOX_OK) {
 		mbox_close(mb);
 		return st;
@@ -1225,7 +1226,7 @@ mbox_close(struct mbox *mb)
 		return;
 	if (mb->dotlocked)
 		mbox_unlock(mb);
-	if (mb->fd != -1)
+	if (mb->fd != -1 && !mb->fd_borrowed)
 		close(mb->fd);
 	free(mb->msgs);
 	free(mb->buf);

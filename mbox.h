@@ -92,7 +92,10 @@ enum mbox_status mbox_recover(const char *path, const struct mbox_hooks *);
 enum mbox_status mbox_session_lock(const char *rundir, const char *path,
 		    int *fd_r);
 
-/* The parser alone, for tests and fuzzing: parses the open file fd. */
+/*
+ * The parser alone, for tests and fuzzing: parses the open file fd, which
+ * stays the caller's (mbox_send reads it; mbox_close leaves it open).
+ */
 enum mbox_status mbox_parse_fd(int fd, struct mbox **mb_r);
 
 /* File offsets of message idx, for tests: message bytes are [*start_r, *end_r). */
