@@ -19,16 +19,26 @@ CFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer -O1 \
 LDFLAGS	+= -fsanitize=address,undefined
 endif
 
+# Rebuild everything when the flags change (make SANITIZE=1 after make).
+FLAGS_STAMP = .flags
+FLAGS_NOW  := $(CC) $(CFLAGS) $(LDFLAGS) $(LDLIBS)
+ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
+$(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
+endif
+
 LIBSRCS	 = auth.c io.c log.c mbox.c session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = tests/unit/test_session tests/unit/test_mbox tests/unit/test_io
 
 all: pop3d
 
+%.o: %.c $(FLAGS_STAMP)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
 pop3d: pop3d.o $(LIBOBJS)
 	$(CC) $(LDFLAGS) -o $@ pop3d.o $(LIBOBJS) $(LDLIBS)
 
-tests/unit/%: tests/unit/%.c $(LIBOBJS)
+tests/unit/%: tests/unit/%.c $(LIBOBJS) $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) $(LDFLAGS) -I. -o $@ $< $(LIBOBJS) $(LDLIBS) \
 	    $(shell pkg-config --libs cmocka)
 
@@ -61,9 +71,10 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/pop3d
 
 clean:
-	rm -f pop3d *.o *.d $(UNITS) tests/unit/*.d
+	rm -f pop3d *.o $(LIBSRCS:.c=.d) pop3d.d $(UNITS) tests/unit/*.d $(FLAGS_STAMP)
+	rm -rf tests/out
 	rm -rf tests/__pycache__ tests/e2e/__pycache__ .pytest_cache
 
 .PHONY: all units deps check demo install uninstall clean
 
--include $(wildcard *.d tests/unit/*.d)
+-include $(wildcard $(LIBSRCS:.c=.d) pop3d.d tests/unit/*.d)
