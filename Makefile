@@ -32,6 +32,8 @@ UNITS	 = tests/unit/test_session tests/unit/test_mbox tests/unit/test_io
 
 all: pop3d
 
+$(FLAGS_STAMP): ;
+
 %.o: %.c $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

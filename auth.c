@@ -91,7 +91,9 @@ lookup_account(const char *account, struct auth_user *u)
 
 	errno = 0;
 	if ((pw = getpwnam(account)) == NULL) {
-		if (errno != 0) {
+		/* "Not found" may come with any errno; these mean "broken". */
+		if (errno == EIO || errno == ENOMEM || errno == EMFILE ||
+		    errno == ENFILE || errno == EINTR) {
 			log_warn("getpwnam");
 			return AUTH_TEMPFAIL;
 		}
@@ -207,7 +209,8 @@ check_pam(const struct auth_config *cf, struct auth_request *req,
 		r = pam_acct_mgmt(pamh, PAM_DISALLOW_NULL_AUTHTOK);
 	if (r != PAM_SUCCESS) {
 		log_debug("pam: %s", pam_strerror(pamh, r));
-		u->known = r != PAM_USER_UNKNOWN;
+		/* Modules rarely say "unknown user": ask the system. */
+		u->known = r != PAM_USER_UNKNOWN && getpwnam(req->user) != NULL;
 		if (r == PAM_BUF_ERR || r == PAM_SYSTEM_ERR ||
 		    r == PAM_AUTHINFO_UNAVAIL)
 			st = AUTH_TEMPFAIL;

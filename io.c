@@ -142,6 +142,8 @@ io_getline(struct io *io, char *buf, size_t bufsize, size_t maxlen,
 
 	if (maxlen >= bufsize)
 		maxlen = bufsize - 1;
+	if (maxlen >= sizeof(io->inbuf))
+		maxlen = sizeof(io->inbuf) - 1;
 	for (;;) {
 		p = io->inbuf + io->in_off;
 		lf = memchr(p + scanned, '\n', io->in_len - scanned);
@@ -251,7 +253,7 @@ io_body_begin(struct io_body *b, int64_t max_body_lines)
 	b->cr_held = 0;
 	b->in_header = 1;
 	b->lines_left = max_body_lines;
-	b->done = max_body_lines == 0 ? 0 : 0;
+	b->done = 0;
 }
 
 /* Ends the current line on the wire and counts it. */

@@ -492,8 +492,12 @@ clen_target(int fd, off_t fsize, off_t body, int64_t clen)
 		return -1;
 	if ((size_t)n == skip)
 		return t;
-	if ((lf = memchr(b + skip, '\n', (size_t)n - skip)) == NULL)
-		return -1;
+	if ((lf = memchr(b + skip, '\n', (size_t)n - skip)) == NULL) {
+		/* A last From_ line without a newline ends the file. */
+		if (t + n != fsize)
+			return -1;
+		lf = b + n;
+	}
 	if (lf > b + skip && lf[-1] == '\r')
 		lf--;
 	return is_from_line(b + skip, (size_t)(lf - (b + skip))) ? t : -1;
@@ -514,7 +518,14 @@ msg_finish(struct mbox *mb, struct parse *p, off_t end_off)
 		m->end = end_off;
 	m->next = end_off;
 	MD5Final(m->uid, &p->md5);
-	if (mb->nmsgs == 1 && p->folder_subject && p->folder_ximap)
+	/*
+	 * UW and Dovecot keep folder data in a first message that no mail
+	 * system delivered: anything with a Received: line is real mail,
+	 * even when it claims the subject (it may become first after a
+	 * deletion).
+	 */
+	if (mb->nmsgs == 1 && p->folder_subject && p->folder_ximap &&
+	    p->received == 0)
 		m->hidden = 1;
 	p->cur = NULL;
 }
@@ -717,7 +728,8 @@ mbox_lock(struct mbox *mb)
 	int	 r;
 
 	for (;;) {
-		if (mb->fd == -1 || ofd_lock(mb->fd, F_WRLCK) == 0) {
+		if (mb->fd == -1 ||
+		    ofd_lock(mb->fd, mb->writable ? F_WRLCK : F_RDLCK) == 0) {
 			if (priv_raise(mb) != 0)
 				r = L_ERROR;
 			else {
@@ -999,7 +1011,7 @@ recover_locked(struct mbox *mb)
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", mb->jnlpath) <
 	    sizeof(tmp))
 		(void)jnl_unlink(mb, tmp);	/* never made it to step 2 */
-	if ((jfd = open(mb->jnlpath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) ==
+	if ((jfd = open(mb->jnlpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) ==
 	    -1) {
 		if (errno == ENOENT)
 			return MBOX_OK;
@@ -1327,6 +1339,16 @@ mbox_send(struct mbox *mb, size_t idx, struct io *io, int64_t max_body_lines)
 	return io_body_end(io, &b) == IO_OK ? MBOX_OK : MBOX_IOERR;
 }
 
+/* Does the path still name the file we hold open? */
+static int
+same_file(const struct mbox *mb)
+{
+	struct stat	 sb;
+
+	return lstat(mb->path, &sb) == 0 && sb.st_dev == mb->dev &&
+	    sb.st_ino == mb->ino;
+}
+
 /* Under both locks: is this still the file we parsed, only grown? */
 static enum mbox_status
 verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
@@ -1339,6 +1361,11 @@ verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 
 	if (fstat(mb->fd, &sb) == -1)
 		return MBOX_IOERR;
+	if (!same_file(mb)) {
+		log_warnx("%s: replaced by another file since it was read; "
+		    "nothing deleted", mb->path);
+		return MBOX_CHANGED;
+	}
 	if (sb.st_dev != mb->dev || sb.st_ino != mb->ino ||
 	    sb.st_size < mb->parsed_size) {
 		log_warnx("%s: shrank or was replaced since it was read; "

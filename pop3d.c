@@ -109,6 +109,8 @@ authenticate(void *arg, struct auth_request *req)
 	enum auth_status st;
 
 	st = auth_check(&lg->cf->auth, req, &lg->user);
+	if (st == AUTH_OK)
+		lg->user.known = 1;
 	if (st == AUTH_OK && !lg->as_root && lg->user.uid != getuid()) {
 		log_warnx("%s: not running as root, so only uid %lu can be "
 		    "served", lg->user.name, (unsigned long)getuid());

@@ -84,7 +84,8 @@ session_parse_number(const char *str, uint64_t max, uint64_t *n_r)
 	for (p = str; *p != '\0'; p++) {
 		if (*p < '0' || *p > '9')
 			return -1;
-		if (n > (max - (uint64_t)(*p - '0')) / 10)
+		if ((uint64_t)(*p - '0') > max ||
+		    n > (max - (uint64_t)(*p - '0')) / 10)
 			return -1;
 		n = n * 10 + (uint64_t)(*p - '0');
 	}

@@ -1,0 +1,158 @@
+/*
+ * fault.c: an LD_PRELOAD shim for crash tests.  Counts the calls that
+ * change files (write, pwrite, fsync, fdatasync, ftruncate on regular
+ * files; rename, unlink, link) and, at call FAULT_AT, either kills the
+ * process (FAULT_MODE=kill, before the call runs) or makes the call fail
+ * with ENOSPC, EIO or EDQUOT.  FAULT_LOG, if set, gets one line per
+ * counted call ("N name"), so a driver can learn how many points exist.
+ */
+#define _GNU_SOURCE
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static long	 counter;
+
+/* Returns 0 to go on with the real call, or -1 with errno set. */
+static int
+point(const char *name)
+{
+	const char	*at = getenv("FAULT_AT"), *mode, *logf;
+	long		 n = ++counter;
+	int		 fd, e;
+
+	if ((logf = getenv("FAULT_LOG")) != NULL) {
+		char	 line[64];
+		int	 len = snprintf(line, sizeof(line), "%ld %s\n", n, name);
+
+		e = errno;
+		if ((fd = open(logf, O_WRONLY | O_APPEND | O_CREAT, 0600)) != -1) {
+			ssize_t w = syscall(SYS_write, fd, line, (size_t)len);
+			(void)w;
+			close(fd);
+		}
+		errno = e;
+	}
+	if (at == NULL || atol(at) != n)
+		return 0;
+	mode = getenv("FAULT_MODE");
+	if (mode == NULL || strcmp(mode, "kill") == 0) {
+		kill(getpid(), SIGKILL);
+		pause();
+	}
+	errno = strcmp(mode, "eio") == 0 ? EIO :
+	    strcmp(mode, "edquot") == 0 ? EDQUOT : ENOSPC;
+	return -1;
+}
+
+static int
+is_file(int fd)
+{
+	struct stat	 sb;
+
+	return fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+#define REAL(type, name, args) \
+	static type (*real_##name) args; \
+	if (real_##name == NULL) \
+		real_##name = (type (*) args)dlsym(RTLD_NEXT, #name)
+
+ssize_t
+write(int fd, const void *buf, size_t len)
+{
+	REAL(ssize_t, write, (int, const void *, size_t));
+	if (is_file(fd) && point("write") == -1)
+		return -1;
+	return real_write(fd, buf, len);
+}
+
+ssize_t
+pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	REAL(ssize_t, pwrite, (int, const void *, size_t, off_t));
+	if (is_file(fd) && point("pwrite") == -1)
+		return -1;
+	return real_pwrite(fd, buf, len, off);
+}
+
+ssize_t
+pwrite64(int fd, const void *buf, size_t len, off_t off)
+{
+	REAL(ssize_t, pwrite64, (int, const void *, size_t, off_t));
+	if (is_file(fd) && point("pwrite") == -1)
+		return -1;
+	return real_pwrite64(fd, buf, len, off);
+}
+
+int
+fsync(int fd)
+{
+	REAL(int, fsync, (int));
+	if (point("fsync") == -1)
+		return -1;
+	return real_fsync(fd);
+}
+
+int
+fdatasync(int fd)
+{
+	REAL(int, fdatasync, (int));
+	if (point("fdatasync") == -1)
+		return -1;
+	return real_fdatasync(fd);
+}
+
+int
+ftruncate(int fd, off_t len)
+{
+	REAL(int, ftruncate, (int, off_t));
+	if (point("ftruncate") == -1)
+		return -1;
+	return real_ftruncate(fd, len);
+}
+
+int
+ftruncate64(int fd, off_t len)
+{
+	REAL(int, ftruncate64, (int, off_t));
+	if (point("ftruncate") == -1)
+		return -1;
+	return real_ftruncate64(fd, len);
+}
+
+int
+rename(const char *a, const char *b)
+{
+	REAL(int, rename, (const char *, const char *));
+	if (point("rename") == -1)
+		return -1;
+	return real_rename(a, b);
+}
+
+int
+unlink(const char *p)
+{
+	REAL(int, unlink, (const char *));
+	if (point("unlink") == -1)
+		return -1;
+	return real_unlink(p);
+}
+
+int
+link(const char *a, const char *b)
+{
+	REAL(int, link, (const char *, const char *));
+	if (point("link") == -1)
+		return -1;
+	return real_link(a, b);
+}
