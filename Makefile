@@ -29,6 +29,7 @@ endif
 LIBSRCS	 = auth.c io.c log.c mbox.c session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = tests/unit/test_session tests/unit/test_mbox tests/unit/test_io
+FAULTLIB = tests/fault/fault.so
 
 all: pop3d
 
@@ -44,7 +45,11 @@ tests/unit/%: tests/unit/%.c $(LIBOBJS) $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) $(LDFLAGS) -I. -o $@ $< $(LIBOBJS) $(LDLIBS) \
 	    $(shell pkg-config --libs cmocka)
 
-units: $(UNITS)
+units: $(UNITS) $(FAULTLIB)
+
+# The fault injector is never built with sanitizers: it only wraps calls.
+$(FAULTLIB): tests/fault/fault.c
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -ldl
 
 # Both entry points install their own Debian packages when missing.
 deps:
@@ -73,7 +78,8 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/pop3d
 
 clean:
-	rm -f pop3d *.o $(LIBSRCS:.c=.d) pop3d.d $(UNITS) tests/unit/*.d $(FLAGS_STAMP)
+	rm -f pop3d *.o $(LIBSRCS:.c=.d) pop3d.d $(UNITS) tests/unit/*.d $(FLAGS_STAMP) \
+	    $(FAULTLIB)
 	rm -rf tests/out
 	rm -rf tests/__pycache__ tests/e2e/__pycache__ .pytest_cache
 

@@ -689,17 +689,26 @@ nap(void)
 	(void)poll(NULL, 0, 50 + (int)(r % 200));
 }
 
+/*
+ * Removes our dotlock.  When that fails the lock stays ours (it names our
+ * live pid, so nobody else would break it soon): mbox_lock() reuses it
+ * and mbox_close() tries again.
+ */
 static void
 dotlock_remove(struct mbox *mb)
 {
+	int	 r = -1;
+
 	if (!mb->dotlocked)
 		return;
 	if (priv_raise(mb) == 0) {
-		if (lockfile_remove(mb->lockpath) != 0)
-			log_warn("remove %s", mb->lockpath);
+		r = lockfile_remove(mb->lockpath);
 		priv_lower(mb);
 	}
-	mb->dotlocked = 0;
+	if (r == 0)
+		mb->dotlocked = 0;
+	else
+		log_warn("remove %s", mb->lockpath);
 }
 
 /* Refreshes a held dotlock so that nobody takes it for stale. */
@@ -730,6 +739,12 @@ mbox_lock(struct mbox *mb)
 	for (;;) {
 		if (mb->fd == -1 ||
 		    ofd_lock(mb->fd, mb->writable ? F_WRLCK : F_RDLCK) == 0) {
+			if (mb->dotlocked) {
+				/* Left over from a failed removal: still ours. */
+				mb->dotlock_time = 0;
+				dotlock_refresh(mb);
+				return MBOX_OK;
+			}
 			if (priv_raise(mb) != 0)
 				r = L_ERROR;
 			else {
@@ -1445,6 +1460,14 @@ mbox_commit(struct mbox *mb)
 	}
 	st = jnl_write_apply(mb, mb->fd, r, nr,
 	    (uint64_t)mb->msgs[first_del].from_off, (uint64_t)size);
+	if (st != MBOX_OK && access(mb->jnlpath, F_OK) == 0) {
+		/*
+		 * The journal is durable, so the commit is decided: finish it
+		 * now if the error was passing, else the next session will.
+		 */
+		if (recover_locked(mb) == MBOX_OK)
+			st = MBOX_OK;
+	}
 done:
 	mbox_unlock(mb);
 	free(r);

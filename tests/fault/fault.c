@@ -3,7 +3,8 @@
  * change files (write, pwrite, fsync, fdatasync, ftruncate on regular
  * files; rename, unlink, link) and, at call FAULT_AT, either kills the
  * process (FAULT_MODE=kill, before the call runs) or makes the call fail
- * with ENOSPC, EIO or EDQUOT.  FAULT_LOG, if set, gets one line per
+ * with ENOSPC, EIO or EDQUOT.  With FAULT_DIR set, only calls on paths
+ * under that directory count.  FAULT_LOG, if set, gets one line per
  * counted call ("N name"), so a driver can learn how many points exist.
  */
 #define _GNU_SOURCE
@@ -54,12 +55,36 @@ point(const char *name)
 	return -1;
 }
 
+/* Is path under FAULT_DIR (or is there no FAULT_DIR)? */
+static int
+watched(const char *path)
+{
+	const char	*dir = getenv("FAULT_DIR");
+
+	return dir == NULL || strncmp(path, dir, strlen(dir)) == 0;
+}
+
+static int
+watched_fd(int fd)
+{
+	char	 proc[64], path[4096];
+	ssize_t	 n;
+
+	if (getenv("FAULT_DIR") == NULL)
+		return 1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if ((n = readlink(proc, path, sizeof(path) - 1)) < 0)
+		return 0;
+	path[n] = '\0';
+	return watched(path);
+}
+
 static int
 is_file(int fd)
 {
 	struct stat	 sb;
 
-	return fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+	return fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && watched_fd(fd);
 }
 
 #define REAL(type, name, args) \
@@ -98,7 +123,7 @@ int
 fsync(int fd)
 {
 	REAL(int, fsync, (int));
-	if (point("fsync") == -1)
+	if (watched_fd(fd) && point("fsync") == -1)
 		return -1;
 	return real_fsync(fd);
 }
@@ -107,7 +132,7 @@ int
 fdatasync(int fd)
 {
 	REAL(int, fdatasync, (int));
-	if (point("fdatasync") == -1)
+	if (watched_fd(fd) && point("fdatasync") == -1)
 		return -1;
 	return real_fdatasync(fd);
 }
@@ -116,7 +141,7 @@ int
 ftruncate(int fd, off_t len)
 {
 	REAL(int, ftruncate, (int, off_t));
-	if (point("ftruncate") == -1)
+	if (watched_fd(fd) && point("ftruncate") == -1)
 		return -1;
 	return real_ftruncate(fd, len);
 }
@@ -125,7 +150,7 @@ int
 ftruncate64(int fd, off_t len)
 {
 	REAL(int, ftruncate64, (int, off_t));
-	if (point("ftruncate") == -1)
+	if (watched_fd(fd) && point("ftruncate") == -1)
 		return -1;
 	return real_ftruncate64(fd, len);
 }
@@ -134,7 +159,7 @@ int
 rename(const char *a, const char *b)
 {
 	REAL(int, rename, (const char *, const char *));
-	if (point("rename") == -1)
+	if ((watched(a) || watched(b)) && point("rename") == -1)
 		return -1;
 	return real_rename(a, b);
 }
@@ -143,7 +168,7 @@ int
 unlink(const char *p)
 {
 	REAL(int, unlink, (const char *));
-	if (point("unlink") == -1)
+	if (watched(p) && point("unlink") == -1)
 		return -1;
 	return real_unlink(p);
 }
@@ -152,7 +177,7 @@ int
 link(const char *a, const char *b)
 {
 	REAL(int, link, (const char *, const char *));
-	if (point("link") == -1)
+	if ((watched(a) || watched(b)) && point("link") == -1)
 		return -1;
 	return real_link(a, b);
 }
