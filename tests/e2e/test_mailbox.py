@@ -165,6 +165,9 @@ NEW_MAIL_WIRE = (b"Received: from delivery by test; Mon, 1 Jan 2024\r\n"
 # ---- the fixture corpus --------------------------------------------------------
 
 FIXTURE_CASES = fixture_cases()
+# The fixtures that hold at least one message: those can lose one.
+DELETABLE_CASES = [c for c in FIXTURE_CASES
+                   if fixture_expectation(c.values[1])[1]]
 
 
 @pytest.mark.parametrize("mbox,exp", FIXTURE_CASES)
@@ -211,11 +214,9 @@ def test_fixture_served_exactly(pop3d_env, mbox, exp):
     srv.finish(1)
 
 
-@pytest.mark.parametrize("mbox,exp", FIXTURE_CASES)
+@pytest.mark.parametrize("mbox,exp", DELETABLE_CASES)
 def test_fixture_delete_odd_messages(pop3d_env, mbox, exp):
     kind, emls = fixture_expectation(exp)
-    if emls is None or not emls:
-        pytest.skip("no messages to delete")
     path = pop3d_env.write_mbox(mbox.read_bytes(), mode=0o640)
     before = snapshot(path)
     srv = pop3d_env.login()
