@@ -47,6 +47,22 @@ tests/unit/%: tests/unit/%.c $(LIBOBJS) $(FLAGS_STAMP)
 
 units: $(UNITS) $(FAULTLIB)
 
+# libFuzzer (clang): the mbox parser and body writer.  make fuzz runs it
+# for FUZZ_TIME seconds from the fixture corpus; make check runs it briefly.
+FUZZ_TIME ?= 60
+FUZZERS	 = tests/fuzz/fuzz_mbox
+FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
+	   -fsanitize=fuzzer,address,undefined -I. \
+	   $(shell pkg-config --cflags $(PKGS))
+
+tests/fuzz/%: tests/fuzz/%.c $(LIBSRCS) $(wildcard *.h)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRCS) $(LDLIBS)
+
+fuzzers: $(FUZZERS)
+
+fuzz: $(FUZZERS)
+	@sh tests/fuzz/run.sh $(FUZZ_TIME)
+
 # The fault injector is never built with sanitizers: it only wraps calls.
 $(FAULTLIB): tests/fault/fault.c
 	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -ldl
@@ -57,7 +73,7 @@ deps:
 
 check:
 	@sh tools/deps.sh test
-	@$(MAKE) --no-print-directory all units
+	@$(MAKE) --no-print-directory all units fuzzers
 	@sh tests/run.sh
 
 demo:
@@ -79,10 +95,10 @@ uninstall:
 
 clean:
 	rm -f pop3d *.o $(LIBSRCS:.c=.d) pop3d.d $(UNITS) tests/unit/*.d $(FLAGS_STAMP) \
-	    $(FAULTLIB)
+	    $(FAULTLIB) $(FUZZERS)
 	rm -rf tests/out
 	rm -rf tests/__pycache__ tests/e2e/__pycache__ .pytest_cache
 
-.PHONY: all units deps check demo install uninstall clean
+.PHONY: all units fuzzers fuzz deps check demo install uninstall clean
 
 -include $(wildcard $(LIBSRCS:.c=.d) pop3d.d tests/unit/*.d)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs every suite (cmocka units, pytest end-to-end) and ends with one
+# Runs every suite (cmocka units, libFuzzer, pytest end-to-end) and ends with one
 # line for all of them: "N passed, N failed, N skipped".
 cd "$(dirname "$0")/.." || exit 1
 out=tests/out
@@ -22,6 +22,14 @@ for t in tests/unit/test_*; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 done
+
+# The fuzzers, briefly (make fuzz FUZZ_TIME=600 runs them for longer).
+sh tests/fuzz/run.sh "${CHECK_FUZZ_TIME:-30}" >"$out/fuzz.txt" 2>&1
+cat "$out/fuzz.txt"
+p=$(grep -c 'no finding' "$out/fuzz.txt")
+f=$(grep -c 'FINDING' "$out/fuzz.txt")
+passed=$((passed + p))
+failed=$((failed + f))
 
 /usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider \
     --junitxml="$out/e2e.xml" tests/e2e
