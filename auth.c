@@ -4,13 +4,18 @@
  */
 #include <sys/types.h>
 
+#include <sys/stat.h>
+
 #include <crypt.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <md5.h>
 #include <pwd.h>
 #include <security/pam_appl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "log.h"
@@ -237,7 +242,7 @@ done:
  */
 static int
 passwd_find(const char *file, const char *name, char *line, size_t linesize,
-    char **fields)
+    char **fields, int nfields)
 {
 	FILE	*fp;
 	char	*p, *f;
@@ -259,7 +264,7 @@ passwd_find(const char *file, const char *name, char *line, size_t linesize,
 		if (line[0] == '#' || line[0] == '\0')
 			continue;
 		p = line;
-		for (i = 0; i < 4; i++) {
+		for (i = 0; i < nfields; i++) {
 			f = strsep(&p, ":");
 			fields[i] = f != NULL ? f : (char *)"";
 		}
@@ -288,7 +293,7 @@ check_passwd_file(const struct auth_config *cf, struct auth_request *req,
 	int		 found;
 
 	found = passwd_find(cf->passwd_file, req->user, line, sizeof(line),
-	    fields);
+	    fields, 4);
 	if (found < 0)
 		return AUTH_TEMPFAIL;
 	if ((cd = calloc(1, sizeof(*cd))) == NULL)
@@ -318,6 +323,112 @@ check_passwd_file(const struct auth_config *cf, struct auth_request *req,
 	return st;
 }
 
+/* ---- APOP (RFC 1939 section 7) ------------------------------------ */
+
+int
+auth_apop_usable(const char *path)
+{
+	struct stat	 sb;
+
+	if (lstat(path, &sb) == -1) {
+		log_warn("APOP secrets %s", path);
+		return -1;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_uid != 0 ||
+	    (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		log_warnx("APOP secrets %s: not a regular file owned by root "
+		    "and closed to others (chmod 600); APOP disabled", path);
+		return -1;
+	}
+	return 0;
+}
+
+void
+auth_apop_digest(const char *stamp, const char *secret,
+    char out[AUTH_APOP_DIGEST + 1])
+{
+	MD5_CTX		 ctx;
+
+	MD5Init(&ctx);
+	MD5Update(&ctx, (const unsigned char *)stamp, strlen(stamp));
+	MD5Update(&ctx, (const unsigned char *)secret, strlen(secret));
+	(void)MD5End(&ctx, out);
+	explicit_bzero(&ctx, sizeof(ctx));
+}
+
+/*
+ * Finds name's APOP secret; 1 found, 0 none, -1 error.  The file is
+ * checked again here: it may have changed since startup.
+ */
+static int
+apop_secret(const struct auth_config *cf, const char *name, char *line,
+    size_t linesize, char **secret_r)
+{
+	char	*fields[2];
+	int	 found;
+
+	if (cf->apop_file == NULL)
+		return 0;
+	if (auth_apop_usable(cf->apop_file) == -1)
+		return -1;
+	found = passwd_find(cf->apop_file, name, line, linesize, fields, 2);
+	if (found == 1)
+		*secret_r = fields[1];
+	return found;
+}
+
+static enum auth_status
+check_apop(const struct auth_config *cf, struct auth_request *req,
+    struct auth_user *u)
+{
+	char		 line[PASSWD_LINE_MAX], want[AUTH_APOP_DIGEST + 1];
+	char		*secret = NULL;
+	enum auth_status st = AUTH_FAIL;
+	int		 found;
+
+	if (cf->apop_stamp == NULL)
+		return AUTH_FAIL;
+	found = apop_secret(cf, req->user, line, sizeof(line), &secret);
+	if (found < 0)
+		return AUTH_TEMPFAIL;
+	/* An unknown user costs the same: compare against a dummy. */
+	auth_apop_digest(cf->apop_stamp, found ? secret : "-", want);
+	if (secure_streq(want, req->pass) && found == 1 && *secret != '\0') {
+		u->known = 1;
+		if (strlen(req->user) < sizeof(u->name))
+			strcpy(u->name, req->user);
+		/* APOP users are system users, or passwd-file users. */
+		if (cf->passwd_file != NULL) {
+			char	 pl[PASSWD_LINE_MAX], *f[4];
+
+			if (passwd_find(cf->passwd_file, req->user, pl,
+			    sizeof(pl), f, 4) == 1 &&
+			    (st = lookup_account(f[2], u)) == AUTH_OK)
+				st = set_mailbox(cf, f[3], u);
+			else if (st == AUTH_OK)
+				st = AUTH_FAIL;
+			explicit_bzero(pl, sizeof(pl));
+		} else if ((st = lookup_account(req->user, u)) == AUTH_OK)
+			st = set_mailbox(cf, NULL, u);
+	} else
+		u->known = found == 1;
+	explicit_bzero(want, sizeof(want));
+	explicit_bzero(line, sizeof(line));
+	return st;
+}
+
+/* RFC 1939 section 13: who has an APOP secret may not send a password. */
+static int
+has_apop_secret(const struct auth_config *cf, const char *name)
+{
+	char	 line[PASSWD_LINE_MAX], *secret;
+	int	 found;
+
+	found = apop_secret(cf, name, line, sizeof(line), &secret);
+	explicit_bzero(line, sizeof(line));
+	return found != 0;
+}
+
 enum auth_status
 auth_check(const struct auth_config *cf, struct auth_request *req,
     struct auth_user *user_r)
@@ -327,9 +438,16 @@ auth_check(const struct auth_config *cf, struct auth_request *req,
 	memset(user_r, 0, sizeof(*user_r));
 	req->user[sizeof(req->user) - 1] = '\0';
 	req->pass[sizeof(req->pass) - 1] = '\0';
-	if (req->kind != AUTH_KIND_PASS)
+	if (req->kind == AUTH_KIND_APOP)
+		st = check_apop(cf, req, user_r);
+	else if (req->kind != AUTH_KIND_PASS)
 		st = AUTH_FAIL;
-	else if (cf->passwd_file != NULL)
+	else if (has_apop_secret(cf, req->user)) {
+		log_notice("%s has an APOP secret: password login refused",
+		    req->user);
+		user_r->known = 1;
+		st = AUTH_FAIL;
+	} else if (cf->passwd_file != NULL)
 		st = check_passwd_file(cf, req, user_r);
 	else
 		st = check_pam(cf, req, user_r);

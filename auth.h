@@ -16,7 +16,8 @@
 #define AUTH_PASS_MAX	512	/* a password, NUL included */
 
 enum auth_kind {
-	AUTH_KIND_PASS = 1	/* USER + PASS */
+	AUTH_KIND_PASS = 1,	/* USER + PASS, or SASL PLAIN */
+	AUTH_KIND_APOP = 2	/* APOP: pass holds the 32 hex digits */
 };
 
 /* What the AUTHORIZATION dialogue hands to the checker. */
@@ -25,6 +26,8 @@ struct auth_request {
 	char		 user[AUTH_NAME_MAX];
 	char		 pass[AUTH_PASS_MAX];
 };
+
+#define AUTH_APOP_DIGEST	32	/* hex digits of an APOP digest */
 
 /* Who logged in, and what the session runs as. */
 struct auth_user {
@@ -47,6 +50,8 @@ struct auth_config {
 	const char	*passwd_file;	/* name:crypt-hash:account:mailbox */
 	const char	*mailbox_template;	/* %u, %h, %% */
 	const char	*rhost;		/* the peer, for PAM_RHOST */
+	const char	*apop_file;	/* name:secret; NULL: no APOP */
+	const char	*apop_stamp;	/* this greeting's <timestamp> */
 };
 
 /*
@@ -64,6 +69,16 @@ enum auth_status auth_check(const struct auth_config *, struct auth_request *,
  */
 int		 auth_expand(const char *tmpl, const char *name,
 		    const char *home, char *buf, size_t bufsize);
+
+/*
+ * Is the APOP secrets file safe to use: a regular file owned by root that
+ * nobody else may read or write?  Logs why not.  0 or -1.
+ */
+int		 auth_apop_usable(const char *path);
+
+/* Computes the APOP digest of stamp and secret as 32 lowercase hex digits. */
+void		 auth_apop_digest(const char *stamp, const char *secret,
+		    char out[AUTH_APOP_DIGEST + 1]);
 
 /* A user name a client may send: 1-255 bytes, no control bytes. */
 int		 auth_name_valid(const char *name, size_t len);

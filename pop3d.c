@@ -1,21 +1,28 @@
 /*
- * pop3d.c: main().  Serves one POP3 session on stdin/stdout.  Starts as
- * root under xinetd or systemd: authenticates as root, takes the
- * session lock, then drops to the mail user (groups, gid, uid, verified)
- * before any mailbox byte is read.  The only file that changes ids.
- * Started by anyone else, it serves that user's own mailbox only.
+ * pop3d.c: main().  Serves one POP3 session on stdin/stdout.  Started as
+ * root (xinetd, systemd), it forks the pre-login process, which chroots
+ * to an empty directory, drops to an unprivileged account and runs the
+ * AUTHORIZATION dialogue; the root monitor checks each fixed-size request
+ * in a process of its own (PAM included) that exits.  After a login the
+ * monitor takes the session lock and drops to the mail user (groups,
+ * gid, uid, verified) before any mailbox byte is read.  Started by
+ * anyone else, it runs in one process and serves that user's own mailbox
+ * only.  The only file that forks, chroots or changes ids.
  */
 #include <sys/types.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -23,12 +30,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "io.h"
 #include "log.h"
 #include "mbox.h"
+#include "privsep.h"
 #include "session.h"
 
 #define DEFAULT_SERVICE		"pop3d"
@@ -36,6 +45,9 @@
 #define DEFAULT_TIMEOUT		600
 #define DEFAULT_RUNDIR		"/run/pop3d"
 #define DEFAULT_MAILGROUP	"mail"
+#define DEFAULT_PRELOGIN_USER	"pop3d"
+#define DEFAULT_APOP_FILE	"/etc/pop3d/apop"
+#define DEFAULT_FAIL_DELAY	1000	/* ms: the least a failed login costs */
 #define LOCK_TIMEOUT		30
 #define POP3D_VERSION		"0.1"
 
@@ -45,6 +57,11 @@ struct pop3d_config {
 	const char		*rundir;
 	const char		*mail_group;
 	const char		*recover;	/* -r: recover this and exit */
+	const char		*prelogin_user;	/* -u */
+	const char		*chroot_dir;	/* -C */
+	int			 fail_delay_ms;	/* -D */
+	int			 cleartext_protected;	/* -c */
+	int			 marked_protected;	/* -T */
 	int			 log_stderr;
 	int			 verbose;
 };
@@ -57,6 +74,12 @@ struct login {
 	int			 as_root;
 };
 
+/* What the monitor's checking process sends back. */
+struct check_result {
+	enum auth_status	 status;
+	struct auth_user	 user;
+};
+
 struct privgroup {
 	gid_t	 mail_gid;
 	gid_t	 user_gid;
@@ -65,14 +88,20 @@ struct privgroup {
 static __attribute__((noreturn)) void
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-dVv] [-f passwd-file] [-g group] "
-	    "[-m mailbox] [-R rundir]\n"
-	    "             [-s service] [-t timeout] [-r mailbox]\n");
+	fprintf(stderr, "usage: pop3d [-cdTVv] [-A apop-file] [-C chroot] "
+	    "[-D ms] [-f passwd-file]\n"
+	    "             [-g group] [-m mailbox] [-R rundir] [-s service] "
+	    "[-t timeout]\n"
+	    "             [-u user] [-r mailbox]\n");
 	exit(2);
 }
 
-/* The peer, for logs and PAM_RHOST: the socket, or what the launcher says. */
-static void
+/*
+ * The peer, for logs and PAM_RHOST: the socket, or what the launcher says.
+ * Returns 1 when the connection is local (loopback, a Unix socket, or no
+ * socket at all), where a cleartext password does not cross a network.
+ */
+static int
 peer_name(char *buf, size_t bufsize)
 {
 	struct sockaddr_storage	 ss;
@@ -81,25 +110,73 @@ peer_name(char *buf, size_t bufsize)
 	const void		*addr = NULL;
 
 	if (getpeername(STDIN_FILENO, (struct sockaddr *)&ss, &len) == 0) {
-		if (ss.ss_family == AF_INET)
-			addr = &((struct sockaddr_in *)&ss)->sin_addr;
-		else if (ss.ss_family == AF_INET6)
-			addr = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-		if (addr != NULL &&
-		    inet_ntop(ss.ss_family, addr, buf, bufsize) != NULL)
-			return;
+		if (ss.ss_family == AF_INET) {
+			const struct in_addr *a =
+			    &((struct sockaddr_in *)&ss)->sin_addr;
+
+			if (inet_ntop(AF_INET, a, buf, bufsize) != NULL)
+				return (ntohl(a->s_addr) >> 24) == 127;
+		} else if (ss.ss_family == AF_INET6) {
+			const struct in6_addr *a =
+			    &((struct sockaddr_in6 *)&ss)->sin6_addr;
+
+			addr = a;
+			if (inet_ntop(AF_INET6, addr, buf, bufsize) != NULL)
+				return IN6_IS_ADDR_LOOPBACK(a) ||
+				    (IN6_IS_ADDR_V4MAPPED(a) &&
+				    a->s6_addr[12] == 127);
+		}
 		if (ss.ss_family == AF_UNIX) {
 			(void)snprintf(buf, bufsize, "local");
-			return;
+			return 1;
 		}
 	}
 	if ((env = getenv("REMOTE_ADDR")) == NULL)
 		env = getenv("REMOTE_HOST");
 	if (env != NULL && *env != '\0') {
+		/* Said by a launcher; nothing proves it is local. */
 		(void)log_sanitize(buf, bufsize, env, strlen(env));
-		return;
+		return 0;
 	}
 	(void)snprintf(buf, bufsize, "local");
+	return 1;
+}
+
+/* The APOP timestamp: new for every greeting (RFC 1939 section 7). */
+static void
+apop_stamp(char *buf, size_t bufsize)
+{
+	unsigned char	 r[8];
+	char		 host[256];
+
+	if (getrandom(r, sizeof(r), 0) != sizeof(r))
+		fatal("getrandom");
+	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+		(void)snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	(void)snprintf(buf, bufsize, "<%ld.%lld.%02x%02x%02x%02x%02x%02x%02x%02x"
+	    "@%s>", (long)getpid(), (long long)time(NULL), r[0], r[1], r[2],
+	    r[3], r[4], r[5], r[6], r[7], host);
+	explicit_bzero(r, sizeof(r));
+}
+
+/* Makes a failed login cost at least ms milliseconds since *start. */
+static void
+fail_delay(const struct timespec *start, int ms)
+{
+	struct timespec	 now, left;
+	long long	 ns;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (long long)ms * 1000000LL -
+	    ((long long)(now.tv_sec - start->tv_sec) * 1000000000LL +
+	    (now.tv_nsec - start->tv_nsec));
+	if (ns <= 0)
+		return;
+	left.tv_sec = (time_t)(ns / 1000000000LL);
+	left.tv_nsec = (long)(ns % 1000000000LL);
+	while (nanosleep(&left, &left) == -1 && errno == EINTR)
+		;
 }
 
 static enum auth_status
@@ -130,6 +207,82 @@ authenticate(void *arg, struct auth_request *req)
 	else
 		log_notice("login failed: unknown user from %s", lg->peer);
 	return st;
+}
+
+/* Without privilege separation (not root): check here, then delay. */
+static enum auth_status
+authenticate_here(void *arg, struct auth_request *req)
+{
+	struct login	*lg = arg;
+	struct timespec	 start;
+	enum auth_status st;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &start);
+	st = authenticate(lg, req);
+	if (st != AUTH_OK)
+		fail_delay(&start, lg->cf->fail_delay_ms);
+	return st;
+}
+
+/*
+ * The monitor's check: runs authenticate() (PAM or the files, as root)
+ * in a process that exits, so that nothing a module leaves behind stays
+ * in the session; only a fixed-size result comes back.
+ */
+static enum auth_status
+check_forked(void *arg, struct auth_request *req, struct auth_user *user_r)
+{
+	struct login		*lg = arg;
+	struct check_result	 res;
+	struct timespec		 start;
+	pid_t			 pid;
+	ssize_t			 n;
+	int			 p[2], status;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &start);
+	memset(&res, 0, sizeof(res));
+	res.status = AUTH_TEMPFAIL;
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		log_warn("pipe");
+		explicit_bzero(req, sizeof(*req));
+		return AUTH_TEMPFAIL;
+	}
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		close(p[0]);
+		close(p[1]);
+		explicit_bzero(req, sizeof(*req));
+		return AUTH_TEMPFAIL;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		res.status = authenticate(lg, req);
+		res.user = lg->user;
+		explicit_bzero(req, sizeof(*req));
+		n = write(p[1], &res, sizeof(res));
+		_exit(n == (ssize_t)sizeof(res) ? 0 : 1);
+	}
+	explicit_bzero(req, sizeof(*req));
+	close(p[1]);
+	do
+		n = read(p[0], &res, sizeof(res));
+	while (n == -1 && errno == EINTR);
+	close(p[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(res) || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0 || (res.status != AUTH_OK &&
+	    res.status != AUTH_FAIL && res.status != AUTH_TEMPFAIL)) {
+		log_warnx("the authentication process failed");
+		res.status = AUTH_TEMPFAIL;
+	}
+	if (res.status == AUTH_OK)
+		*user_r = res.user;
+	else
+		fail_delay(&start, lg->cf->fail_delay_ms);
+	status = (int)res.status;
+	explicit_bzero(&res, sizeof(res));
+	return (enum auth_status)status;
 }
 
 static int
@@ -250,6 +403,174 @@ recover_only(const struct pop3d_config *cf, struct mbox_hooks *hooks)
 	return 0;
 }
 
+/* Logs how a session ended, unless by QUIT. */
+static void
+log_end(enum session_end end, const char *login, const char *peer)
+{
+	const char	*who = login != NULL ? login : "before login";
+
+	switch (end) {
+	case END_QUIT:
+	case END_LOGIN:
+	case END_NONE:
+		break;
+	case END_TIMEOUT:
+		log_info("timeout, %s from %s", who, peer);
+		break;
+	case END_EOF:
+		log_info("premature disconnect, %s from %s", who, peer);
+		break;
+	case END_AUTHFAIL:
+		log_notice("too many failed logins from %s", peer);
+		break;
+	case END_ABUSE:
+		log_notice("too many invalid commands from %s", peer);
+		break;
+	case END_IOERR:
+		log_info("session ended on an error, %s from %s", who, peer);
+		break;
+	}
+}
+
+/*
+ * A setup error before the greeting: tell the client, briefly (the log
+ * has the reason), and end.
+ */
+static __attribute__((noreturn)) void
+unavailable(void)
+{
+	static const char msg[] = "-ERR [SYS/TEMP] pop3d is misconfigured; "
+	    "the administrator has been told (see the mail log)\r\n";
+	ssize_t	 n;
+
+	n = write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+	(void)n;
+	exit(1);
+}
+
+/* The chroot of the pre-login process: empty, root's, closed to others. */
+static int
+chroot_ready(const char *dir)
+{
+	struct stat	 sb;
+
+	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+		log_warn("mkdir %s", dir);
+		return -1;
+	}
+	if (lstat(dir, &sb) == -1 || !S_ISDIR(sb.st_mode) || sb.st_uid != 0 ||
+	    (sb.st_mode & 022) != 0) {
+		log_warnx("%s: not a directory of root's closed to others", dir);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The pre-login process: chrooted, unprivileged, it alone reads from the
+ * network before a login.  Hands the unread input to the monitor after a
+ * login and exits.
+ */
+static __attribute__((noreturn)) void
+prelogin(const struct pop3d_config *cf, int fd, uid_t uid, gid_t gid,
+    const char *banner, int cleartext_ok, const char *stamp, const char *peer)
+{
+	struct session	 s;
+	struct io	*io;
+	enum session_end end;
+
+	if (chroot(cf->chroot_dir) == -1 || chdir("/") == -1)
+		fatal("chroot %s", cf->chroot_dir);
+	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1 ||
+	    setresuid(uid, uid, uid) == -1)
+		fatal("dropping to the pre-login account");
+	if (setuid(0) != -1 || seteuid(0) != -1 || setegid(0) != -1)
+		fatalx("pre-login process could regain root");
+	log_debug("pre-login process %ld: uid %lu, gid %lu, chroot %s",
+	    (long)getpid(), (unsigned long)getuid(), (unsigned long)getgid(),
+	    cf->chroot_dir);
+	if ((io = io_new(STDIN_FILENO, STDOUT_FILENO, cf->timeout)) == NULL)
+		fatal("io_new");
+	session_init(&s, io, ps_child_authenticate, &fd);
+	s.cleartext_ok = cleartext_ok;
+	s.apop_stamp = stamp;
+	if (session_greet(&s, banner) == -1)
+		end = END_EOF;
+	else
+		end = session_authorization(&s);
+	if (end == END_LOGIN) {
+		/* Replies to earlier pipelined commands leave first. */
+		if (io_flush(io) != IO_OK || ps_child_handover(fd, io) == -1)
+			_exit(1);
+		_exit(0);
+	}
+	log_end(end, NULL, peer);
+	_exit(end == END_QUIT ? 0 : 1);
+}
+
+/* The unprivileged account of the pre-login process. */
+static const struct passwd *
+prelogin_account(const struct pop3d_config *cf)
+{
+	const struct passwd	*pw;
+
+	if ((pw = getpwnam(cf->prelogin_user)) != NULL && pw->pw_uid != 0)
+		return pw;
+	if (strcmp(cf->prelogin_user, DEFAULT_PRELOGIN_USER) == 0 &&
+	    (pw = getpwnam("nobody")) != NULL && pw->pw_uid != 0) {
+		log_notice("no account \"%s\" (make install creates it); the "
+		    "pre-login process runs as nobody", cf->prelogin_user);
+		return pw;
+	}
+	log_warnx("no unprivileged account \"%s\" for the pre-login process",
+	    cf->prelogin_user);
+	unavailable();
+}
+
+/*
+ * Root: forks the pre-login process and serves it as the monitor.
+ * Returns 1 with lg->user and the handed-over input in *hand on a login;
+ * else 0 and the exit status for pop3d in *exit_r (0 after QUIT).
+ */
+static int
+separated_login(const struct pop3d_config *cf, struct login *lg,
+    const char *banner, int cleartext_ok, const char *stamp,
+    struct ps_msg *hand, int *exit_r)
+{
+	const struct passwd	*pw;
+	uid_t			 uid;
+	gid_t			 gid;
+	pid_t			 pid;
+	int			 sv[2], ok, status;
+
+	pw = prelogin_account(cf);
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (chroot_ready(cf->chroot_dir) == -1)
+		unavailable();
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+		fatal("socketpair");
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid == 0) {
+		close(sv[0]);
+		prelogin(cf, sv[1], uid, gid, banner, cleartext_ok, stamp,
+		    lg->peer);
+	}
+	close(sv[1]);
+	ok = ps_monitor(sv[0], check_forked, lg, POP3_MAX_FAILS, &lg->user,
+	    hand);
+	close(sv[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	*exit_r = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+	if (ok && *exit_r != 0) {
+		log_warnx("pre-login process failed after the login");
+		ok = 0;
+	}
+	return ok;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -258,22 +579,45 @@ main(int argc, char *argv[])
 	struct session		 s;
 	struct privgroup	 pg;
 	struct mbox_hooks	 hooks;
+	struct ps_msg		 hand;
 	struct mbox		*mb = NULL;
 	struct group		*gr;
 	struct io		*io;
 	char			 peer[INET6_ADDRSTRLEN + 64];
-	char			 rundir[PATH_MAX];
+	char			 rundir[PATH_MAX], chrootdir[PATH_MAX];
+	char			 stamp[512], banner[600];
 	enum session_end	 end;
 	enum mbox_status	 st;
+	uint64_t		 n;
 	int			 ch, lockfd = -1, one = 1, have_mail_gid = 0;
+	int			 local, cleartext_ok;
 
 	memset(&cf, 0, sizeof(cf));
 	cf.auth.pam_service = DEFAULT_SERVICE;
 	cf.auth.mailbox_template = DEFAULT_MAILBOX;
 	cf.timeout = DEFAULT_TIMEOUT;
 	cf.mail_group = DEFAULT_MAILGROUP;
-	while ((ch = getopt(argc, argv, "df:g:m:R:r:s:t:vV")) != -1) {
+	cf.prelogin_user = DEFAULT_PRELOGIN_USER;
+	cf.fail_delay_ms = DEFAULT_FAIL_DELAY;
+	while ((ch = getopt(argc, argv, "A:C:cD:df:g:m:R:r:s:Tt:u:vV")) != -1) {
 		switch (ch) {
+		case 'A':
+			cf.auth.apop_file = optarg;
+			break;
+		case 'C':
+			cf.chroot_dir = optarg;
+			break;
+		case 'c':
+			cf.cleartext_protected = 1;
+			break;
+		case 'D':
+			if (session_parse_number(optarg, 60000, &n) == -1) {
+				fprintf(stderr, "pop3d: -D takes 0 to 60000 "
+				    "milliseconds\n");
+				return 2;
+			}
+			cf.fail_delay_ms = (int)n;
+			break;
 		case 'd':
 			cf.log_stderr = 1;
 			break;
@@ -295,8 +639,14 @@ main(int argc, char *argv[])
 		case 's':
 			cf.auth.pam_service = optarg;
 			break;
+		case 'T':
+			cf.marked_protected = 1;
+			break;
 		case 't':
 			cf.timeout = parse_timeout(optarg);
+			break;
+		case 'u':
+			cf.prelogin_user = optarg;
 			break;
 		case 'v':
 			cf.verbose = 1;
@@ -345,22 +695,56 @@ main(int argc, char *argv[])
 			cf.rundir = rundir;
 		}
 	}
+	if (cf.chroot_dir == NULL) {
+		(void)snprintf(chrootdir, sizeof(chrootdir), "%s/empty",
+		    cf.rundir);
+		cf.chroot_dir = chrootdir;
+	}
 
-	peer_name(peer, sizeof(peer));
+	local = peer_name(peer, sizeof(peer));
 	lg.peer = peer;
 	cf.auth.rhost = peer;
+	cleartext_ok = !cf.cleartext_protected || cf.marked_protected || local;
 	log_info("connection from %s", peer);
-	if ((io = io_new(STDIN_FILENO, STDOUT_FILENO, cf.timeout)) == NULL)
-		fatal("io_new");
 	(void)setsockopt(STDOUT_FILENO, IPPROTO_TCP, TCP_NODELAY, &one,
 	    sizeof(one));
 
-	session_init(&s, io, authenticate, &lg);
-	if (session_greet(&s, "pop3d ready") == -1) {
-		log_info("premature disconnect from %s", peer);
-		return 1;
+	/* APOP only when its secrets are usable: curl never falls back. */
+	if (cf.auth.apop_file != NULL &&
+	    auth_apop_usable(cf.auth.apop_file) == -1)
+		cf.auth.apop_file = NULL;
+	if (cf.auth.apop_file != NULL) {
+		apop_stamp(stamp, sizeof(stamp));
+		cf.auth.apop_stamp = stamp;
+		(void)snprintf(banner, sizeof(banner), "pop3d ready %s", stamp);
+	} else
+		(void)snprintf(banner, sizeof(banner), "pop3d ready");
+
+	if (lg.as_root) {
+		if (rundir_ready(cf.rundir) == -1)
+			unavailable();
+		if (!separated_login(&cf, &lg, banner, cleartext_ok,
+		    cf.auth.apop_stamp, &hand, &ch))
+			return ch;
+		if ((io = io_new(STDIN_FILENO, STDOUT_FILENO,
+		    cf.timeout)) == NULL ||
+		    io_preload(io, hand.data, hand.len) == -1)
+			fatal("io_new");
+		explicit_bzero(&hand, sizeof(hand));
+		session_init(&s, io, NULL, NULL);
+		end = END_LOGIN;
+	} else {
+		if ((io = io_new(STDIN_FILENO, STDOUT_FILENO,
+		    cf.timeout)) == NULL)
+			fatal("io_new");
+		session_init(&s, io, authenticate_here, &lg);
+		s.cleartext_ok = cleartext_ok;
+		s.apop_stamp = cf.auth.apop_stamp;
+		if (session_greet(&s, banner) == -1)
+			end = END_EOF;
+		else
+			end = session_authorization(&s);
 	}
-	end = session_authorization(&s);
 	if (end == END_LOGIN) {
 		if (rundir_ready(cf.rundir) == -1)
 			st = MBOX_IOERR;
@@ -376,6 +760,9 @@ main(int argc, char *argv[])
 				hooks.arg = &pg;
 			}
 		}
+		log_debug("session process %ld: uid %lu, gid %lu",
+		    (long)getpid(), (unsigned long)getuid(),
+		    (unsigned long)getgid());
 		if (st == MBOX_OK)
 			st = mbox_open(lg.user.mailbox, &hooks, &mb);
 		if (st != MBOX_OK)
@@ -383,25 +770,7 @@ main(int argc, char *argv[])
 			    mbox_status_text[st]);
 		end = session_transaction(&s, lg.user.name, mb, st);
 	}
-	switch (end) {
-	case END_QUIT:
-		break;
-	case END_TIMEOUT:
-		log_info("timeout, %s from %s", s.login != NULL ? s.login :
-		    "before login", peer);
-		break;
-	case END_EOF:
-		log_info("premature disconnect, %s from %s",
-		    s.login != NULL ? s.login : "before login", peer);
-		break;
-	case END_AUTHFAIL:
-		log_notice("too many failed logins from %s", peer);
-		break;
-	default:
-		log_info("session ended on an error, %s from %s",
-		    s.login != NULL ? s.login : "before login", peer);
-		break;
-	}
+	log_end(end, s.login, peer);
 	mbox_close(mb);
 	io_free(io);
 	if (lockfd != -1)

@@ -3,6 +3,7 @@
  * Runs unprivileged: before login in whichever process reads the
  * network, after login as the mail user.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,18 +37,16 @@ const char *const cmd_result_text[CMD_RESULT_MAX] = {
 	    "failures, closing",
 	[CMD_ERR_AUTH_TEMP] = "[SYS/TEMP] Authentication is unavailable, "
 	    "try again later",
+	[CMD_ERR_CLEARTEXT] = "[AUTH] Cleartext logins are refused on this "
+	    "connection; use TLS (port 995)",
+	[CMD_ERR_NOAPOP] = "APOP is not enabled",
+	[CMD_ERR_MECH] = "Unsupported authentication mechanism",
+	[CMD_ERR_SASL_CANCEL] = "Authentication cancelled",
+	[CMD_ERR_SASL_BAD] = "[AUTH] Invalid SASL response",
+	[CMD_ERR_ABUSE] = "Too many invalid commands, closing",
 	[CMD_ERR_MBOX] = "",
 };
 
-static const char capabilities[] =
-	"TOP\r\n"
-	"UIDL\r\n"
-	"USER\r\n"
-	"RESP-CODES\r\n"
-	"AUTH-RESP-CODE\r\n"
-	"PIPELINING\r\n"
-	"IMPLEMENTATION pop3d\r\n"
-	".\r\n";
 
 typedef enum cmd_result (*cmd_fn)(struct session *, struct pop3_cmdline *);
 
@@ -156,6 +155,8 @@ cmd_user(struct session *s, struct pop3_cmdline *cl)
 	size_t		 len = strlen(name);
 
 	s->have_user = 0;
+	if (!s->cleartext_ok)
+		return CMD_ERR_CLEARTEXT;
 	if (!auth_name_valid(name, len))
 		return CMD_ERR_BADNAME;
 	memcpy(s->user, name, len + 1);
@@ -164,25 +165,14 @@ cmd_user(struct session *s, struct pop3_cmdline *cl)
 	return CMD_OK;
 }
 
+/* Hands req to the checker, wipes it, and turns the outcome into a reply. */
 static enum cmd_result
-cmd_pass(struct session *s, struct pop3_cmdline *cl)
+login(struct session *s, struct auth_request *req)
 {
-	struct auth_request	 req;
 	enum auth_status	 st;
-	size_t			 len = strlen(cl->rest);
 
-	if (!s->have_user)
-		return CMD_ERR_NOUSER;
-	s->have_user = 0;
-	memset(&req, 0, sizeof(req));
-	req.kind = AUTH_KIND_PASS;
-	memcpy(req.user, s->user, sizeof(req.user));
-	if (len >= sizeof(req.pass))
-		len = sizeof(req.pass) - 1;	/* cannot happen: line limit */
-	memcpy(req.pass, cl->rest, len);
-	explicit_bzero(cl->rest, strlen(cl->rest));
-	st = s->authenticate(s->auth_arg, &req);
-	explicit_bzero(&req, sizeof(req));
+	st = s->authenticate(s->auth_arg, req);
+	explicit_bzero(req, sizeof(*req));
 	switch (st) {
 	case AUTH_OK:
 		s->end = END_LOGIN;
@@ -200,6 +190,185 @@ cmd_pass(struct session *s, struct pop3_cmdline *cl)
 }
 
 static enum cmd_result
+cmd_pass(struct session *s, struct pop3_cmdline *cl)
+{
+	struct auth_request	 req;
+	size_t			 len = strlen(cl->rest);
+
+	if (!s->cleartext_ok)
+		return CMD_ERR_CLEARTEXT;
+	if (!s->have_user)
+		return CMD_ERR_NOUSER;
+	s->have_user = 0;
+	memset(&req, 0, sizeof(req));
+	req.kind = AUTH_KIND_PASS;
+	memcpy(req.user, s->user, sizeof(req.user));
+	if (len >= sizeof(req.pass))
+		len = sizeof(req.pass) - 1;	/* cannot happen: line limit */
+	memcpy(req.pass, cl->rest, len);
+	explicit_bzero(cl->rest, strlen(cl->rest));
+	return login(s, &req);
+}
+
+static enum cmd_result
+cmd_apop(struct session *s, struct pop3_cmdline *cl)
+{
+	struct auth_request	 req;
+	const char		*d = cl->argv[1];
+	size_t			 i, len = strlen(cl->argv[0]);
+
+	if (s->apop_stamp == NULL)
+		return CMD_ERR_NOAPOP;
+	if (!auth_name_valid(cl->argv[0], len))
+		return CMD_ERR_BADNAME;
+	if (strlen(d) != AUTH_APOP_DIGEST ||
+	    strspn(d, "0123456789abcdefABCDEF") != AUTH_APOP_DIGEST)
+		return CMD_ERR_SYNTAX;
+	s->have_user = 0;
+	memset(&req, 0, sizeof(req));
+	req.kind = AUTH_KIND_APOP;
+	memcpy(req.user, cl->argv[0], len);
+	for (i = 0; i < AUTH_APOP_DIGEST; i++)
+		req.pass[i] = (char)tolower((unsigned char)d[i]);
+	return login(s, &req);
+}
+
+int
+session_base64_decode(const char *in, size_t inlen, unsigned char *out,
+    size_t outsize)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t		 i, n = 0, pad = 0;
+	uint32_t	 acc = 0;
+	const char	*p;
+
+	if (inlen % 4 != 0)
+		return -1;
+	for (i = 0; i < inlen; i++) {
+		if (in[i] == '=') {
+			/* Padding only at the end: "x=" or "==". */
+			if (i < inlen - 2 || (i == inlen - 2 && in[i + 1] != '='))
+				return -1;
+			pad++;
+			acc <<= 6;
+		} else {
+			if (in[i] == '\0' ||
+			    (p = strchr(alphabet, in[i])) == NULL)
+				return -1;
+			acc = acc << 6 | (uint32_t)(p - alphabet);
+		}
+		if (i % 4 == 3) {
+			unsigned char b[3] = { acc >> 16, acc >> 8, acc };
+			size_t k = 3 - pad;
+
+			if (n + k > outsize)
+				return -1;
+			memcpy(out + n, b, k);
+			n += k;
+			acc = 0;
+		}
+	}
+	return (int)n;
+}
+
+/*
+ * SASL PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd.  An authzid
+ * other than the authcid is refused: nobody may act for someone else.
+ */
+static enum cmd_result
+sasl_plain(struct session *s, const char *resp, size_t len)
+{
+	struct auth_request	 req;
+	unsigned char		 buf[AUTH_NAME_MAX * 2 + AUTH_PASS_MAX];
+	const char		*authz, *authc, *pass;
+	size_t			 zl, cl, pl;
+	int			 n;
+
+	if (len == 1 && resp[0] == '=')
+		return CMD_ERR_SASL_BAD;	/* an empty response */
+	n = session_base64_decode(resp, len, buf, sizeof(buf));
+	if (n < 0)
+		return CMD_ERR_SASL_BAD;
+	authz = (const char *)buf;
+	zl = strnlen(authz, (size_t)n);
+	if (zl + 1 >= (size_t)n)
+		goto bad;
+	authc = authz + zl + 1;
+	cl = strnlen(authc, (size_t)n - zl - 1);
+	if (zl + 1 + cl + 1 > (size_t)n)
+		goto bad;
+	pass = authc + cl + 1;
+	pl = (size_t)n - zl - 1 - cl - 1;
+	if (memchr(pass, '\0', pl) != NULL || pl >= AUTH_PASS_MAX ||
+	    !auth_name_valid(authc, cl) ||
+	    (zl > 0 && (zl != cl || memcmp(authz, authc, cl) != 0)))
+		goto bad;
+	memset(&req, 0, sizeof(req));
+	req.kind = AUTH_KIND_PASS;
+	memcpy(req.user, authc, cl);
+	memcpy(req.pass, pass, pl);
+	explicit_bzero(buf, sizeof(buf));
+	return login(s, &req);
+bad:
+	explicit_bzero(buf, sizeof(buf));
+	return CMD_ERR_SASL_BAD;
+}
+
+static void
+body_mechs(struct session *s)
+{
+	(void)io_printf(s->io, "%s.\r\n", s->cleartext_ok ? "PLAIN\r\n" : "");
+}
+
+static enum cmd_result
+cmd_auth(struct session *s, struct pop3_cmdline *cl)
+{
+	char		 line[POP3_SASL_MAX + 1];
+	size_t		 len;
+	enum cmd_result	 r;
+
+	s->have_user = 0;
+	if (cl->argc == 0) {
+		reply(s, "Methods follow");
+		s->body = body_mechs;
+		return CMD_OK;
+	}
+	if (strcasecmp(cl->argv[0], "PLAIN") != 0)
+		return CMD_ERR_MECH;
+	if (!s->cleartext_ok)
+		return CMD_ERR_CLEARTEXT;
+	if (cl->argc == 2)
+		return sasl_plain(s, cl->argv[1], strlen(cl->argv[1]));
+	/* No initial response: ask for it on a line of its own. */
+	if (io_write(s->io, "+ \r\n", 4) != IO_OK)
+		return CMD_ERR_SASL_BAD;
+	switch (io_getline(s->io, line, sizeof(line), POP3_SASL_MAX, &len)) {
+	case IO_OK:
+		break;
+	case IO_TOOLONG:
+		return CMD_ERR_SASL_BAD;
+	case IO_EOF:
+		s->end = END_EOF;
+		return CMD_ERR_SASL_CANCEL;
+	case IO_TIMEOUT:
+		s->end = END_TIMEOUT;
+		return CMD_ERR_SASL_CANCEL;
+	case IO_ERROR:
+		s->end = END_IOERR;
+		return CMD_ERR_SASL_CANCEL;
+	}
+	if (len == 1 && line[0] == '*')
+		r = CMD_ERR_SASL_CANCEL;
+	else if (memchr(line, '\0', len) != NULL)
+		r = CMD_ERR_SASL_BAD;
+	else
+		r = sasl_plain(s, line, len);
+	explicit_bzero(line, sizeof(line));
+	return r;
+}
+
+static enum cmd_result
 cmd_quit_auth(struct session *s, struct pop3_cmdline *cl)
 {
 	(void)cl;
@@ -208,10 +377,14 @@ cmd_quit_auth(struct session *s, struct pop3_cmdline *cl)
 	return CMD_OK;
 }
 
+/* The same list in both states; cleartext ones only where allowed. */
 static void
 body_capa(struct session *s)
 {
-	(void)io_write(s->io, capabilities, sizeof(capabilities) - 1);
+	(void)io_printf(s->io, "TOP\r\nUIDL\r\n%sRESP-CODES\r\n"
+	    "AUTH-RESP-CODE\r\nPIPELINING\r\n%sIMPLEMENTATION pop3d\r\n"
+	    ".\r\n", s->cleartext_ok ? "USER\r\n" : "",
+	    s->cleartext_ok ? "SASL PLAIN\r\n" : "");
 }
 
 static enum cmd_result
@@ -430,6 +603,8 @@ cmd_unknown(struct session *s, struct pop3_cmdline *cl)
 static const struct pop3_command commands[] = {
 	{ "USER", STATE_AUTHORIZATION, 1, 1, cmd_user },
 	{ "PASS", STATE_AUTHORIZATION, 1, REST, cmd_pass },
+	{ "APOP", STATE_AUTHORIZATION, 2, 2, cmd_apop },
+	{ "AUTH", STATE_AUTHORIZATION, 0, 2, cmd_auth },
 	{ "CAPA", ANY_STATE, 0, 0, cmd_capa },
 	{ "STAT", STATE_TRANSACTION, 0, 0, cmd_stat },
 	{ "LIST", STATE_TRANSACTION, 0, 1, cmd_list },
@@ -483,6 +658,36 @@ dispatch(struct session *s, char *line, size_t len)
 	return c->fn(s, &cl);
 }
 
+/*
+ * Counts commands that no correct client sends; past POP3_MAX_BAD the
+ * connection ends (a scanner or a confused peer, as Dovecot judges).
+ */
+static int
+count_bad(struct session *s, enum cmd_result r)
+{
+	switch (r) {
+	case CMD_ERR_UNKNOWN:
+	case CMD_ERR_STATE:
+	case CMD_ERR_SYNTAX:
+	case CMD_ERR_LINE:
+	case CMD_ERR_BADBYTE:
+	case CMD_ERR_NUMBER:
+	case CMD_ERR_NOUSER:
+	case CMD_ERR_BADNAME:
+	case CMD_ERR_MECH:
+	case CMD_ERR_SASL_BAD:
+	case CMD_ERR_NOAPOP:
+	case CMD_ERR_CLEARTEXT:
+		break;
+	default:
+		return 0;
+	}
+	if (++s->bad < POP3_MAX_BAD)
+		return 0;
+	s->end = END_ABUSE;
+	return 1;
+}
+
 void
 session_command(struct session *s, char *line, size_t len)
 {
@@ -504,6 +709,8 @@ session_command(struct session *s, char *line, size_t len)
 			s->body(s);
 		return;
 	}
+	if (count_bad(s, r))
+		r = CMD_ERR_ABUSE;
 	text = r == CMD_ERR_MBOX ? mbox_status_text[s->mbox_error] :
 	    cmd_result_text[r];
 	(void)io_printf(s->io, "-ERR %s\r\n", text);
@@ -517,6 +724,7 @@ session_init(struct session *s, struct io *io, session_auth_fn fn, void *arg)
 	s->state = STATE_AUTHORIZATION;
 	s->authenticate = fn;
 	s->auth_arg = arg;
+	s->cleartext_ok = 1;
 }
 
 int
@@ -542,8 +750,9 @@ session_loop(struct session *s)
 			session_command(s, line, len);
 			break;
 		case IO_TOOLONG:
-			(void)io_printf(s->io, "-ERR %s\r\n",
-			    cmd_result_text[CMD_ERR_LINE]);
+			(void)io_printf(s->io, "-ERR %s\r\n", cmd_result_text[
+			    count_bad(s, CMD_ERR_LINE) ? CMD_ERR_ABUSE :
+			    CMD_ERR_LINE]);
 			break;
 		case IO_EOF:
 			return END_EOF;

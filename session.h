@@ -18,6 +18,8 @@
 #define POP3_ARGS_MAX	2
 #define POP3_REPLY_MAX	512
 #define POP3_MAX_FAILS	3	/* failed logins before the connection ends */
+#define POP3_MAX_BAD	20	/* invalid commands before it ends (Dovecot's) */
+#define POP3_SASL_MAX	2048	/* a SASL continuation line (RFC 5034) */
 
 enum pop3_state {
 	STATE_AUTHORIZATION = 0x1,
@@ -39,6 +41,12 @@ enum cmd_result {
 	CMD_ERR_AUTH,
 	CMD_ERR_AUTH_LAST,
 	CMD_ERR_AUTH_TEMP,
+	CMD_ERR_CLEARTEXT,
+	CMD_ERR_NOAPOP,
+	CMD_ERR_MECH,
+	CMD_ERR_SASL_CANCEL,
+	CMD_ERR_SASL_BAD,
+	CMD_ERR_ABUSE,
 	CMD_ERR_MBOX,		/* mbox_status_text[s->mbox_error] */
 	CMD_RESULT_MAX
 };
@@ -53,7 +61,8 @@ enum session_end {
 	END_EOF,	/* the client went away without QUIT */
 	END_TIMEOUT,
 	END_IOERR,
-	END_AUTHFAIL	/* too many failed logins */
+	END_AUTHFAIL,	/* too many failed logins */
+	END_ABUSE	/* too many invalid commands */
 };
 
 /* A command line split in place: keyword and up to POP3_ARGS_MAX args. */
@@ -77,6 +86,9 @@ struct session {
 	char			 user[AUTH_NAME_MAX];	/* from USER */
 	int			 have_user;
 	int			 failures;
+	int			 bad;		/* invalid commands so far */
+	int			 cleartext_ok;	/* USER/PASS and PLAIN allowed */
+	const char		*apop_stamp;	/* NULL: APOP not offered */
 	const char		*login;		/* after login, for logs */
 	struct mbox		*mbox;
 	enum mbox_status	 mbox_error;
@@ -86,6 +98,10 @@ struct session {
 	int64_t			 body_lines;
 };
 
+/*
+ * Sets up s in AUTHORIZATION.  Cleartext logins are allowed and APOP is
+ * off until the caller says otherwise (s->cleartext_ok, s->apop_stamp).
+ */
 void		 session_init(struct session *, struct io *, session_auth_fn,
 		    void *);
 /* Sends the greeting. */
@@ -109,6 +125,13 @@ void		 session_command(struct session *, char *line, size_t len);
 
 /* Splits line in place; -1 on NUL/CR bytes (CMD_ERR_BADBYTE). */
 int		 session_parse(char *line, size_t len, struct pop3_cmdline *);
+
+/*
+ * Decodes strict base64 (RFC 4648, padding required) into out; returns
+ * the length, or -1 on bad input or when it does not fit.
+ */
+int		 session_base64_decode(const char *in, size_t inlen,
+		    unsigned char *out, size_t outsize);
 
 /*
  * Parses a decimal number: digits only, no sign or space, at most max.

@@ -41,6 +41,7 @@ ALICE_UID = 1000
 BOB_UID = 1001
 MAIL_GID = 8
 NOBODY = 65534
+PRELOGIN_UID = 998      # the unprivileged account of the pre-login process
 
 IO_TIMEOUT = 10.0       # seconds a test waits for any single reply
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
@@ -48,7 +49,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "incompatible with sanitizer runtime")
 
 CAPA_LIST = [b"TOP", b"UIDL", b"USER", b"RESP-CODES", b"AUTH-RESP-CODE",
-             b"PIPELINING", b"IMPLEMENTATION pop3d"]
+             b"PIPELINING", b"SASL PLAIN", b"IMPLEMENTATION pop3d"]
 
 
 def from_line(sender="sender@example.org", date="Mon Jan  1 12:00:00 2024"):
@@ -363,12 +364,15 @@ class Pop3dEnv:
             f"root:x:0:0:root:{self.home}/root:/bin/sh\n"
             f"alice:x:{ALICE_UID}:{ALICE_UID}:Alice:{self.home}/alice:/bin/sh\n"
             f"bob:x:{BOB_UID}:{BOB_UID}:Bob:{self.home}/bob:/bin/sh\n"
-            f"toor:x:0:0:toor:{self.home}/toor:/bin/sh\n")
+            f"toor:x:0:0:toor:{self.home}/toor:/bin/sh\n"
+            f"pop3d:x:{PRELOGIN_UID}:{PRELOGIN_UID}:pop3d pre-login:"
+            "/nonexistent:/usr/sbin/nologin\n")
         self.group.write_text(
             "root:x:0:\n"
             f"mail:x:{MAIL_GID}:\n"
             f"alice:x:{ALICE_UID}:\n"
-            f"bob:x:{BOB_UID}:\n")
+            f"bob:x:{BOB_UID}:\n"
+            f"pop3d:x:{PRELOGIN_UID}:\n")
 
     # ---- configuration -----------------------------------------------------
 
@@ -434,7 +438,7 @@ class Pop3dEnv:
         return [POP3D, "-d",
                 "-m", mailbox if mailbox is not None else f"{self.mail}/%u",
                 "-R", str(rundir) if rundir is not None else str(self.run),
-                "-t", str(timeout)] + list(args)
+                "-t", str(timeout), "-D", "0"] + list(args)
 
     def start(self, args=(), timeout=30, **kw):
         self._nlogs += 1

@@ -98,7 +98,7 @@ AUTH_STATE_CASES = [
     ("FOO bar baz qux", ERR_UNKNOWN),
     ("", ERR_UNKNOWN),
     ("USERS alice", ERR_UNKNOWN),
-    ("APOP alice 0123456789abcdef0123456789abcdef", ERR_UNKNOWN),
+    ("APOP alice 0123456789abcdef0123456789abcdef", "-ERR APOP is not enabled"),
     ("USER", ERR_SYNTAX),
     ("USER alice bob", ERR_SYNTAX),
     ("USER  alice", ERR_SYNTAX),

@@ -1,4 +1,5 @@
-"""The real binary under valgrind (memcheck): a session with every command,
+"""The real binary under valgrind (memcheck), following the pre-login and
+authentication processes it forks: a session with every command,
 failed logins, an over-long line, and a commit; then the error paths of
 a refused mailbox.  No invalid access, no definite or indirect leak.  (The
 ASan/UBSan build is covered by `make check SANITIZE=1`; valgrind cannot run
@@ -8,7 +9,9 @@ import subprocess
 
 import pytest
 
-from conftest import POP3D, build_mbox
+from conftest import HERE, POP3D, build_mbox
+
+SUPP = HERE / "valgrind.supp"
 
 
 def is_asan_build():
@@ -21,7 +24,8 @@ def valgrind(pop3d_env, commands, args=()):
     argv = ["valgrind", "--quiet", "--leak-check=full",
             "--show-leak-kinds=definite,indirect",
             "--errors-for-leak-kinds=definite,indirect",
-            "--error-exitcode=99", f"--log-file={log}"] + \
+            "--error-exitcode=99", f"--log-file={log}",
+            f"--suppressions={SUPP}"] + \
         pop3d_env.argv(args)
     p = subprocess.run(argv, input=commands, env=pop3d_env.env(),
                        capture_output=True, timeout=120)

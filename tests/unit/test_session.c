@@ -387,7 +387,7 @@ cmd(struct conn *c, const char *line)
 #define CAPA_REPLY	"+OK Capability list follows\r\n" \
 			"TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n" \
 			"AUTH-RESP-CODE\r\nPIPELINING\r\n" \
-			"IMPLEMENTATION pop3d\r\n.\r\n"
+			"SASL PLAIN\r\nIMPLEMENTATION pop3d\r\n.\r\n"
 
 static void
 test_greet(void **state)
@@ -535,7 +535,7 @@ test_unknown(void **state)
 	EXPECT(c, "", ERR_UNKNOWN);
 	EXPECT(c, " USER a", ERR_UNKNOWN);
 	EXPECT(c, "USERX a", ERR_UNKNOWN);
-	EXPECT(c, "APOP a b", ERR_UNKNOWN);
+	EXPECT(c, "APOP a b", "-ERR APOP is not enabled\r\n");
 	assert_int_equal(c->s.end, END_NONE);
 }
 

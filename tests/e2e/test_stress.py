@@ -1,0 +1,558 @@
+"""Stress: real delivery agents append to the mailbox while real pop3d
+sessions read, delete and commit.
+
+Three deliverers run concurrently, each in its own thread, each delivery
+a process of its own:
+
+- procmail (Debian's procmail, `procmail -m RCFILE` with a `:0:` recipe):
+  dotlock `MAILBOX.lock` before it opens the file, then a blocking fcntl
+  lock (F_SETLKW) on the whole file;
+- deliverers/fcntl_first.py: opens the mailbox, fcntl lock, then the
+  dotlock on the already open file (Debian's Dovecot LDA and mutt), and
+  checks under the locks that the path still names the inode it has open
+  with one link (a rename() commit would lose its mail);
+- dotlockfile (liblockfile-bin) `-l -r N -i 1 MAILBOX.lock`, an O_APPEND
+  write, then `dotlockfile -u`.
+
+Meanwhile sequential pop3d sessions (real processes, real PAM through the
+cwrap wrappers) list, read and delete a random subset, idle a little so
+that mail arrives during the session, and QUIT (or RSET, or drop the
+connection).  At the end every delivered message must be either in the
+mailbox, byte for byte and exactly once, or deleted by a session whose
+QUIT said +OK, and never both.  The mailbox keeps its inode, owner, group
+and mode, and no lock or journal is left.
+
+The second test keeps a session idle while every deliverer delivers with
+a small retry budget: pop3d must hold no mailbox lock between the parse
+and QUIT.
+
+Seed: POP3D_STRESS_SEED=N reproduces a run's choices (thread timing still
+varies).  The figures go to stdout and to tests/out/stress-summary.txt.
+"""
+import mailbox
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, ALICE_UID, MAIL_GID, ServerError, unstuff
+
+HERE = Path(__file__).resolve().parent
+FCNTL_FIRST = HERE / "deliverers" / "fcntl_first.py"
+OUT = REPO / "tests" / "out"
+
+PROCMAIL = shutil.which("procmail", path="/usr/bin:/bin")
+DOTLOCKFILE = shutil.which("dotlockfile", path="/usr/bin:/bin")
+pytestmark = pytest.mark.skipif(
+    PROCMAIL is None or DOTLOCKFILE is None,
+    reason="needs the Debian packages procmail and liblockfile-bin")
+
+SEED = int(os.environ.get("POP3D_STRESS_SEED") or
+           random.SystemRandom().randrange(1 << 31))
+
+DELIVERERS = ("procmail", "fcntl", "dotlockfile")
+PER_DELIVERER = 120          # 360 deliveries in all
+MIN_SESSIONS = 150
+HARD_LIMIT = 80.0            # seconds: the stress loop gives up after this
+FROM_LINE = b"From sender@example.org Mon Jan  1 12:00:00 2024\n"
+CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+SUBJECT = re.compile(rb"^Subject: stress (\S+)\r?$", re.M)
+MAILDROP = re.compile(r"\+OK Maildrop has (\d+) messages \((\d+) octets\)")
+
+
+# ---- messages -----------------------------------------------------------
+
+def make_message(ident, rng):
+    """(mbox chunk as delivered, message as served by RETR before
+    dot-stuffing).  The id is in the Subject, the Received line (so the
+    UIDL is unique), the Message-ID and every body line."""
+    n = rng.choice((1, 2, 3, 8, 30, 120, 600))
+    lines = [f"{ident} line {j} " + "x" * rng.randrange(0, 70)
+             for j in range(n)]
+    if rng.random() < 0.3:
+        lines.insert(rng.randrange(len(lines) + 1), f".dot {ident}")
+    if rng.random() < 0.2:
+        lines.insert(rng.randrange(len(lines) + 1), f">From {ident} quoted")
+    if rng.random() < 0.2:
+        lines.insert(rng.randrange(len(lines) + 1), "")
+    if rng.random() < 0.1:
+        lines.append(".")
+    if rng.random() < 0.1:
+        lines.append("")            # the message ends with an empty line
+    msg = (f"Received: from stress by test with id {ident}; "
+           f"Mon, 1 Jan 2024 12:00:00 +0000\n"
+           f"From: sender@example.org\n"
+           f"To: alice@example.org\n"
+           f"Subject: stress {ident}\n"
+           f"Message-ID: <{ident}@stress.example.org>\n"
+           f"\n"
+           f"stress id {ident}\n" + "".join(l + "\n" for l in lines)).encode()
+    return FROM_LINE + msg + b"\n", msg.replace(b"\n", b"\r\n")
+
+
+def split_mbox(data, known):
+    """The ids of the messages in data, in order; asserts that data is
+    exactly a concatenation of known chunks (nothing torn, nothing
+    extra)."""
+    ids, pos = [], 0
+    while pos < len(data):
+        m = SUBJECT.search(data, pos)
+        assert m, f"no stress message at offset {pos}: {data[pos:pos+200]!r}"
+        ident = m.group(1).decode()
+        chunk = known.get(ident)
+        assert chunk is not None, \
+            f"unknown message {ident!r} at offset {pos}"
+        got = data[pos:pos + len(chunk)]
+        assert got == chunk, (
+            f"message {ident} at offset {pos} is not what was delivered: "
+            f"first difference at +"
+            f"{next((i for i, (a, b) in enumerate(zip(got, chunk)) if a != b), min(len(got), len(chunk)))}"
+            f", got {got[:300]!r}...")
+        ids.append(ident)
+        pos += len(chunk)
+    return ids
+
+
+def identity(path):
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_uid, st.st_gid, st.st_mode,
+            st.st_nlink)
+
+
+def held_locks(path):
+    """Lines of /proc/locks on path's inode (classic, OFD or flock)."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        return [l.strip() for l in f if f" {dev} " in l]
+
+
+# ---- the three deliverers -------------------------------------------------
+
+class Delivery:
+    """Delivers one chunk to one mailbox with one agent; returns
+    (ok, detail)."""
+
+    def __init__(self, mbox, workdir, procmail_timeout=60.0,
+                 fcntl_budget=20.0, dotlock_retries=20):
+        self.mbox = str(mbox)
+        self.lock = self.mbox + ".lock"
+        self.rc = Path(workdir) / "procmailrc"
+        # LOCKSLEEP: seconds between dotlock attempts (8 by default).
+        # LOCKTIMEOUT stays at its default (1024 s): procmail must never
+        # force pop3d's lock away, which would hide a lock held too long.
+        self.rc.write_text(f"SHELL=/bin/sh\nLOCKSLEEP=1\n:0:\n{self.mbox}\n")
+        self.procmail_timeout = procmail_timeout
+        self.fcntl_budget = fcntl_budget
+        self.dotlock_retries = dotlock_retries
+
+    def __call__(self, agent, chunk):
+        return getattr(self, agent)(chunk)
+
+    @staticmethod
+    def _run(argv, chunk, timeout):
+        try:
+            p = subprocess.run(argv, input=chunk, capture_output=True,
+                               env=CHILD_ENV, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False, f"{argv[0]}: still waiting after {timeout}s"
+        detail = (p.stdout + p.stderr).decode(errors="replace").strip()
+        return p.returncode == 0 and not detail, \
+            f"exit {p.returncode} {detail}"
+
+    def procmail(self, chunk):
+        return self._run([PROCMAIL, "-m", str(self.rc)], chunk,
+                         self.procmail_timeout)
+
+    def fcntl(self, chunk):
+        return self._run([sys.executable, str(FCNTL_FIRST), self.mbox,
+                          str(self.fcntl_budget)], chunk,
+                         self.fcntl_budget + 30)
+
+    def dotlockfile(self, chunk):
+        p = subprocess.run([DOTLOCKFILE, "-l", "-r",
+                            str(self.dotlock_retries), "-i", "1", self.lock],
+                           capture_output=True, env=CHILD_ENV, timeout=120)
+        if p.returncode != 0:
+            return False, (f"dotlockfile -l exit {p.returncode} "
+                           f"{p.stderr.decode(errors='replace').strip()}")
+        try:
+            fd = os.open(self.mbox, os.O_WRONLY | os.O_APPEND)
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            u = subprocess.run([DOTLOCKFILE, "-u", self.lock],
+                               capture_output=True, env=CHILD_ENV)
+        if u.returncode != 0:
+            return True, f"dotlockfile -u exit {u.returncode}"
+        return True, ""
+
+
+# ---- bookkeeping ------------------------------------------------------------
+
+class Ledger:
+    """What was delivered, seen and deleted; thread safe."""
+
+    def __init__(self):
+        self.mu = threading.Lock()
+        self.chunks = {}        # id -> mbox chunk
+        self.wires = {}         # id -> message as served
+        self.delivered = {}     # id -> agent, only after success
+        self.failed = {}        # id -> detail
+        self.latency = {a: [] for a in DELIVERERS}
+        self.deleted = {}       # id -> session number whose QUIT said +OK
+        self.uidl = {}          # id -> UIDL seen
+        self.errors = []
+
+    def error(self, text):
+        with self.mu:
+            self.errors.append(text)
+
+
+class Deliverer(threading.Thread):
+    def __init__(self, agent, count, pace, deliver, ledger, rng, stop):
+        super().__init__(name=f"deliver-{agent}", daemon=True)
+        self.agent, self.count, self.pace = agent, count, pace
+        self.deliver, self.ledger, self.rng, self.stop = \
+            deliver, ledger, rng, stop
+
+    def run(self):
+        L = self.ledger
+        try:
+            for n in range(1, self.count + 1):
+                if self.stop.is_set():
+                    return
+                time.sleep(self.rng.uniform(0, self.pace))
+                ident = f"{self.agent}-{n}"
+                chunk, wire = make_message(ident, self.rng)
+                with L.mu:
+                    L.chunks[ident], L.wires[ident] = chunk, wire
+                t = time.monotonic()
+                ok, detail = self.deliver(self.agent, chunk)
+                t = time.monotonic() - t
+                with L.mu:
+                    L.latency[self.agent].append(t)
+                    if ok:
+                        L.delivered[ident] = self.agent
+                    else:
+                        L.failed[ident] = detail
+                if detail:
+                    L.error(f"{ident}: {'' if ok else 'NOT DELIVERED: '}"
+                            f"{detail}")
+        except Exception as e:      # noqa: BLE001 - reported by the test
+            L.error(f"deliverer {self.agent} crashed: {e!r}")
+
+
+class Talk:
+    """A session with a transcript for the failure messages."""
+
+    def __init__(self, srv, number):
+        self.srv, self.number, self.lines = srv, number, []
+
+    def cmd(self, line):
+        r = self.srv.cmd(line)
+        self.lines.append(f"C: {line}\nS: {r}")
+        return r
+
+    def multi(self, line):
+        st, body = self.srv.multi(line)
+        self.lines.append(f"C: {line}\nS: {st}" +
+                          (f" [{len(body)} bytes]" if body is not None
+                           else ""))
+        return st, body
+
+    def transcript(self):
+        return (f"session {self.number} transcript:\n" +
+                "\n".join(self.lines[-40:]) +
+                f"\npop3d log:\n{self.srv.log[-3000:]}")
+
+
+def run_session(env, number, rng, L, stats):
+    """One pop3d session: list, identify, read, delete, idle, end.
+    Returns the number of messages it listed."""
+    srv = env.start(timeout=30)
+    t = Talk(srv, number)
+    where = f"seed {SEED}, session {number}"
+    try:
+        r = srv.login()
+        t.lines.append(f"C: USER alice / PASS secret\nS: {r}")
+        m = MAILDROP.fullmatch(r)
+        assert m, f"{where}: PASS answered {r!r}"
+        n, octets = int(m.group(1)), int(m.group(2))
+        assert t.cmd("STAT") == f"+OK {n} {octets}", where
+        st, body = t.multi("UIDL")
+        assert st.startswith("+OK"), where
+        uidls = [l.split(b" ", 1) for l in body.split(b"\r\n") if l]
+        st, body = t.multi("LIST")
+        assert st.startswith("+OK"), where
+        sizes = [l.split(b" ", 1) for l in body.split(b"\r\n") if l]
+        assert [int(i) for i, _ in uidls] == list(range(1, n + 1)), where
+        assert [int(i) for i, _ in sizes] == list(range(1, n + 1)), where
+        assert sum(int(s) for _, s in sizes) == octets, where
+
+        # Identify every message with TOP n 0 and check size and UIDL.
+        ids = []
+        for i in range(1, n + 1):
+            st, head = t.multi(f"TOP {i} 0")
+            assert st == "+OK Top of message follows", f"{where}: {st}"
+            mm = SUBJECT.search(unstuff(head))
+            assert mm, f"{where}: TOP {i} 0 has no stress Subject: {head!r}"
+            ident = mm.group(1).decode()
+            ids.append(ident)
+            with L.mu:
+                wire = L.wires.get(ident)
+                gone = L.deleted.get(ident)
+                old_uidl = L.uidl.setdefault(ident, uidls[i - 1][1])
+            assert wire is not None, f"{where}: never delivered {ident!r}"
+            assert gone is None, \
+                f"{where}: {ident} is back, deleted by session {gone}"
+            assert int(sizes[i - 1][1]) == len(wire), \
+                f"{where}: LIST {i} ({ident}) {sizes[i - 1][1]!r}, " \
+                f"expected {len(wire)}"
+            assert old_uidl == uidls[i - 1][1], \
+                f"{where}: UIDL of {ident} changed from {old_uidl!r} to " \
+                f"{uidls[i - 1][1]!r}"
+        assert len(set(ids)) == len(ids), f"{where}: duplicates in {ids}"
+
+        # Delete a random share (sometimes none, sometimes all); read
+        # every message deleted and a few others.
+        share = rng.choice((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0))
+        dele = sorted(i for i in range(1, n + 1) if rng.random() < share)
+        reads = set(dele) | set(rng.sample(range(1, n + 1), min(n, 2)))
+        for i in sorted(reads):
+            st, raw = t.multi(f"RETR {i}")
+            assert st == f"+OK {len(L.wires[ids[i - 1]])} octets", \
+                f"{where}: RETR {i} ({ids[i - 1]}): {st}"
+            assert unstuff(raw) == L.wires[ids[i - 1]], \
+                f"{where}: RETR {i} ({ids[i - 1]}) differs from what was " \
+                f"delivered"
+        for i in dele:
+            r = t.cmd(f"DELE {i}")
+            assert r == f"+OK Message {i} deleted", f"{where}: DELE {i}: {r}"
+        time.sleep(rng.uniform(0, 0.04))     # mail arrives meanwhile
+
+        end = rng.choices(("quit", "rset", "drop"), (90, 5, 5))[0]
+        stats[end] += 1
+        if end == "drop":
+            # Connection lost: no UPDATE, nothing deleted.
+            srv.finish()
+            return n
+        if end == "rset":
+            assert t.cmd("RSET").startswith("+OK"), where
+            dele = []
+        r = t.cmd("QUIT")
+        if r.startswith("-ERR"):
+            stats["quit_err"] += 1
+            L.error(f"{where}: QUIT answered {r!r} (nothing deleted)\n"
+                    f"{t.transcript()}")
+            srv.wait()
+            return n
+        assert r == f"+OK pop3d signing off ({n - len(dele)} messages left)",\
+            f"{where}: QUIT answered {r!r}"
+        srv.wait(0)
+        with L.mu:
+            for i in dele:
+                ident = ids[i - 1]
+                assert ident not in L.deleted, \
+                    f"{where}: {ident} deleted twice"
+                L.deleted[ident] = number
+        stats["deleted_max"] = max(stats["deleted_max"], len(dele))
+        return n
+    except (AssertionError, ServerError, OSError) as e:
+        raise AssertionError(f"{e}\n{t.transcript()}") from None
+
+
+def summary_text(title, figures):
+    w = max(len(k) for k in figures)
+    return f"{title}\n" + "".join(f"  {k:<{w}}  {v}\n"
+                                  for k, v in figures.items())
+
+
+def write_summary(name, text):
+    print(text)
+    if OUT.is_dir():
+        (OUT / name).write_text(text)
+
+
+# ---- the tests ----------------------------------------------------------
+
+def test_deliverers_and_sessions_stress(pop3d_env):
+    env = pop3d_env
+    path = env.write_mbox(b"")
+    before = identity(path)
+    rng = random.Random(SEED)
+    L = Ledger()
+    deliver = Delivery(path, env.tmp)
+    stop = threading.Event()
+    threads = [Deliverer(a, PER_DELIVERER, 0.08, deliver, L,
+                         random.Random(f"{SEED}-{a}"), stop)
+               for a in DELIVERERS]
+    stats = {"quit": 0, "rset": 0, "drop": 0, "quit_err": 0,
+             "deleted_max": 0}
+    sessions, biggest = 0, 0
+    t0 = time.monotonic()
+    for th in threads:
+        th.start()
+    try:
+        while (any(th.is_alive() for th in threads) or
+               sessions < MIN_SESSIONS):
+            assert time.monotonic() - t0 < HARD_LIMIT, \
+                f"seed {SEED}: not done after {HARD_LIMIT}s " \
+                f"({sessions} sessions, {len(L.delivered)} delivered)"
+            sessions += 1
+            biggest = max(biggest, run_session(env, sessions, rng, L, stats))
+            time.sleep(rng.uniform(0, 0.01))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(120)
+    elapsed = time.monotonic() - t0
+    assert not any(th.is_alive() for th in threads), \
+        f"seed {SEED}: a deliverer hangs"
+
+    # A last session sees exactly what the file holds.
+    final_session = env.login()
+    last = final_session.cmd("QUIT")
+    final_session.wait(0)
+
+    data = path.read_bytes()
+    remaining = split_mbox(data, L.chunks)
+    delivered = set(L.delivered)
+    deleted = set(L.deleted)
+    kept = set(remaining)
+    assert last == f"+OK pop3d signing off ({len(remaining)} messages left)"
+    # Python's own mbox reader agrees on the messages.
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        subjects = [m["Subject"] for m in box]
+    finally:
+        box.close()
+    assert subjects == [f"stress {i}" for i in remaining], f"seed {SEED}"
+
+    lost = sorted(delivered - kept - deleted)
+    twice = sorted(kept & deleted)
+    dups = sorted(i for i in kept if remaining.count(i) > 1)
+    ghosts = sorted((kept | deleted) - delivered)
+    per_agent = {a: sum(1 for v in L.delivered.values() if v == a)
+                 for a in DELIVERERS}
+    figures = {
+        "seed": SEED,
+        "seconds": f"{elapsed:.1f}",
+        "deliveries attempted": len(L.chunks),
+        **{f"delivered by {a}": per_agent[a] for a in DELIVERERS},
+        "not delivered (deferred/failed)": len(L.failed),
+        **{f"slowest {a} delivery (s)": f"{max(L.latency[a]):.2f}"
+           for a in DELIVERERS if L.latency[a]},
+        "pop3d sessions": sessions + 1,
+        "sessions ended by QUIT +OK": stats["quit"] - stats["quit_err"] + 1,
+        "sessions ended by RSET+QUIT": stats["rset"],
+        "sessions dropped without QUIT": stats["drop"],
+        "QUIT -ERR (nothing deleted)": stats["quit_err"],
+        "most messages in one session": biggest,
+        "deleted by sessions": len(deleted),
+        "remaining in mailbox": len(remaining),
+        "mailbox bytes at end": len(data),
+        "lost": len(lost),
+        "both kept and deleted": len(twice),
+        "duplicated": len(dups),
+        "not delivered but present": len(ghosts),
+    }
+    write_summary("stress-summary.txt",
+                  summary_text("pop3d stress: deliverers against sessions",
+                               figures))
+
+    ctx = f"seed {SEED}; figures:\n{figures}"
+    assert not L.errors, f"{ctx}\nerrors:\n" + "\n".join(L.errors[:20])
+    assert not L.failed, f"{ctx}\nnot delivered: {L.failed}"
+    assert len(delivered) == 3 * PER_DELIVERER, ctx
+    assert sessions + 1 >= 100 and len(L.chunks) >= 300, ctx
+    assert not lost, f"{ctx}\nlost: {lost}"
+    assert not twice, f"{ctx}\nkept and deleted: {twice}"
+    assert not dups, f"{ctx}\nduplicated: {dups}"
+    assert not ghosts, f"{ctx}\nnot delivered but present: {ghosts}"
+    assert len(kept) + len(deleted) == len(delivered), ctx
+    assert identity(path) == before, f"{ctx}\nmailbox identity changed"
+    assert env.leftovers() == [], f"{ctx}\nleft over: {env.leftovers()}"
+
+
+def test_idle_session_does_not_defer_deliveries(pop3d_env):
+    """A session logged in and idle holds no mailbox lock: each deliverer,
+    with a retry budget of about a second or two, delivers at once.  The
+    session then deletes its first message and the new mail survives."""
+    env = pop3d_env
+    rng = random.Random(SEED)
+    old = [make_message(f"old-{i}", rng) for i in range(1, 4)]
+    path = env.write_mbox(b"".join(c for c, _ in old))
+    before = identity(path)
+    # Small budgets: procmail sleeps LOCKSLEEP=1 s between dotlock
+    # attempts and waits in F_SETLKW for the fcntl lock, so it gets 2 s of
+    # wall clock; dotlockfile one retry after 1 s; fcntl_first 2 s.
+    deliver = Delivery(path, env.tmp, procmail_timeout=2.0,
+                       fcntl_budget=2.0, dotlock_retries=1)
+    srv = env.login()
+    assert srv.cmd("STAT") == \
+        f"+OK 3 {sum(len(w) for _, w in old)}"
+    st, uidl_before = srv.multi("UIDL")
+    assert st.startswith("+OK")
+    t0 = time.monotonic()
+    new, times = [], {}
+    for rnd in range(2):
+        for agent in DELIVERERS:
+            # The session holds neither lock while it is idle.
+            assert not os.path.exists(f"{path}.lock"), \
+                f"seed {SEED}: dotlock held by an idle session"
+            assert held_locks(path) == [], \
+                f"seed {SEED}: fcntl lock held by an idle session: " \
+                f"{held_locks(path)}"
+            ident = f"idle-{agent}-{rnd}"
+            chunk, wire = make_message(ident, rng)
+            t = time.monotonic()
+            ok, detail = deliver(agent, chunk)
+            t = time.monotonic() - t
+            times[ident] = t
+            assert ok and not detail, \
+                f"seed {SEED}: {agent} deferred during an idle session " \
+                f"({t:.2f}s): {detail}\npop3d log:\n{srv.log}"
+            # No lock attempt had to wait (procmail's first retry would
+            # sleep 1 s; dotlockfile's too).
+            assert t < 0.9, f"seed {SEED}: {agent} took {t:.2f}s"
+            new.append(chunk)
+        time.sleep(1.0)
+    idle = time.monotonic() - t0
+    assert idle >= 2.0
+    # Still the same session: it shows the maildrop as it was at login.
+    assert srv.cmd("NOOP") == "+OK"
+    assert srv.cmd("STAT") == f"+OK 3 {sum(len(w) for _, w in old)}"
+    st, uidl_after = srv.multi("UIDL")
+    assert uidl_after == uidl_before
+    st, raw = srv.multi("RETR 2")
+    assert unstuff(raw) == old[1][1]
+    assert srv.cmd("DELE 1") == "+OK Message 1 deleted"
+    assert srv.cmd("QUIT") == "+OK pop3d signing off (2 messages left)"
+    srv.wait(0)
+    want = old[1][0] + old[2][0] + b"".join(new)
+    assert path.read_bytes() == want, f"seed {SEED}: late mail not kept"
+    assert identity(path) == before
+    assert env.leftovers() == []
+    # And the next session shows it.
+    srv = env.login(expect=f"+OK Maildrop has {2 + len(new)} messages")
+    assert srv.cmd("QUIT").startswith("+OK")
+    srv.wait(0)
+    figures = {"seed": SEED, "session idle (s)": f"{idle:.1f}"}
+    figures.update({f"{k} delivery (s)": f"{v:.3f}"
+                    for k, v in times.items()})
+    write_summary("stress-idle-summary.txt",
+                  summary_text("pop3d stress: deliveries during an idle "
+                               "session", figures))
