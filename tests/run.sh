@@ -24,7 +24,7 @@ for t in tests/unit/test_*; do
 done
 
 # The fuzzers, briefly (make fuzz FUZZ_TIME=600 runs them for longer).
-sh tests/fuzz/run.sh "${CHECK_FUZZ_TIME:-30}" >"$out/fuzz.txt" 2>&1
+sh tests/fuzz/run.sh "${CHECK_FUZZ_TIME:-20}" >"$out/fuzz.txt" 2>&1
 cat "$out/fuzz.txt"
 p=$(grep -c 'no finding' "$out/fuzz.txt")
 f=$(grep -c 'FINDING' "$out/fuzz.txt")

@@ -14,9 +14,10 @@ has open and that the inode has exactly one link: a mailbox replaced by
 rename() (the way some POP servers commit) would swallow the mail into an
 unlinked file.
 
-Exit status: 0 delivered, 75 (EX_TEMPFAIL) retry budget spent, nothing
-written, 70 (EX_SOFTWARE) the mailbox was replaced under us (nothing
-written), 74 (EX_IOERR) any other error.
+On success it prints "tries N" (N lock attempts).  Exit status: 0
+delivered, 75 (EX_TEMPFAIL) retry budget spent, nothing written,
+70 (EX_SOFTWARE) the mailbox was replaced under us, nothing written,
+74 (EX_IOERR) any other error.
 """
 import errno
 import fcntl
@@ -87,6 +88,7 @@ def deliver(path, budget, data):
                 n = os.write(fd, view)
                 view = view[n:]
             os.fsync(fd)
+            sys.stdout.write(f"tries {tries}\n")
         finally:
             os.unlink(lock)
             fcntl.lockf(fd, fcntl.LOCK_UN)
