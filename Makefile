@@ -85,6 +85,9 @@ install: pop3d
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/pam.d \
 	    $(DESTDIR)$(SYSCONFDIR)/xinetd.d
 	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
+	if [ -z "$(DESTDIR)" ] && ! getent passwd pop3d >/dev/null; then \
+	    useradd --system --no-create-home --home-dir /nonexistent \
+	        --shell /usr/sbin/nologin --user-group pop3d; fi
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d || \
 	    install -m 644 pam.d/pop3d $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d
 	test -e $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d || \

@@ -710,6 +710,8 @@ main(int argc, char *argv[])
 	    sizeof(one));
 
 	/* APOP only when its secrets are usable: curl never falls back. */
+	if (cf.auth.apop_file == NULL && access(DEFAULT_APOP_FILE, F_OK) == 0)
+		cf.auth.apop_file = DEFAULT_APOP_FILE;
 	if (cf.auth.apop_file != NULL &&
 	    auth_apop_usable(cf.auth.apop_file) == -1)
 		cf.auth.apop_file = NULL;
