@@ -28,7 +28,7 @@ endif
 
 LIBSRCS	 = auth.c io.c log.c mbox.c privsep.c session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
-UNITS	 = tests/unit/test_session tests/unit/test_mbox tests/unit/test_io
+UNITS	 = $(patsubst %.c,%,$(wildcard tests/unit/test_*.c))
 FAULTLIB = tests/fault/fault.so
 
 all: pop3d
