@@ -23,6 +23,7 @@ struct io {
 	int	 out_fd;
 	int	 timeout_ms;
 	int	 out_is_socket;
+	int	 timed_out;
 	size_t	 out_chunk;	/* largest single write that cannot block */
 	size_t	 in_off;	/* first unread byte of inbuf */
 	size_t	 in_len;	/* bytes held in inbuf */
@@ -76,6 +77,12 @@ io_preload(struct io *io, const void *buf, size_t len)
 	return 0;
 }
 
+int
+io_timed_out(const struct io *io)
+{
+	return io->timed_out;
+}
+
 size_t
 io_pending(const struct io *io, const void **buf_r)
 {
@@ -96,8 +103,10 @@ io_wait(struct io *io, int fd, short events)
 		n = poll(&pfd, 1, io->timeout_ms);
 		if (n > 0)
 			return IO_OK;
-		if (n == 0)
+		if (n == 0) {
+			io->timed_out = 1;
 			return IO_TIMEOUT;
+		}
 		if (errno != EINTR)
 			return IO_ERROR;
 	}

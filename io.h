@@ -48,6 +48,9 @@ size_t		 io_pending(const struct io *, const void **buf_r);
 enum io_status	 io_getline(struct io *, char *buf, size_t bufsize,
 		    size_t maxlen, size_t *len_r);
 
+/* Did a read or write give up at the deadline (the autologout)? */
+int		 io_timed_out(const struct io *);
+
 enum io_status	 io_write(struct io *, const void *, size_t);
 enum io_status	 io_printf(struct io *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));

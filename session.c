@@ -489,7 +489,8 @@ body_message(struct session *s)
 		s->end = END_IOERR;
 		break;
 	default:
-		s->end = END_IOERR;
+		/* A client that stops reading meets the autologout here. */
+		s->end = io_timed_out(s->io) ? END_TIMEOUT : END_IOERR;
 		break;
 	}
 }
@@ -764,7 +765,7 @@ session_loop(struct session *s)
 	}
 	if (s->end != END_LOGIN && io_flush(s->io) != IO_OK &&
 	    s->end == END_QUIT)
-		return END_IOERR;
+		return io_timed_out(s->io) ? END_TIMEOUT : END_IOERR;
 	return s->end;
 }
 
