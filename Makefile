@@ -81,20 +81,39 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@sh demo/run.sh
 
+SYSTEMDDIR ?= $(SYSCONFDIR)/systemd/system
+DOCDIR	?= $(PREFIX)/share/doc/pop3d
+FIXPATH	 = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g'
+
+# Configuration files are installed only where missing; the account of
+# the pre-login process is created only on the real system (no DESTDIR).
 install: pop3d
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/pam.d \
-	    $(DESTDIR)$(SYSCONFDIR)/xinetd.d
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(SYSCONFDIR)/pam.d $(DESTDIR)$(SYSCONFDIR)/xinetd.d \
+	    $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(DOCDIR)/examples
 	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
-	if [ -z "$(DESTDIR)" ] && ! getent passwd pop3d >/dev/null; then \
-	    useradd --system --no-create-home --home-dir /nonexistent \
-	        --shell /usr/sbin/nologin --user-group pop3d; fi
+	install -m 644 pop3d.8 $(DESTDIR)$(MANDIR)/man8/pop3d.8
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d || \
 	    install -m 644 pam.d/pop3d $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d
 	test -e $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d || \
-	    install -m 644 xinetd.d/pop3d $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d
+	    $(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d
+	install -m 644 systemd/pop3d.socket $(DESTDIR)$(SYSTEMDDIR)/pop3d.socket
+	$(FIXPATH) 'systemd/pop3d@.service' >'$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service'
+	$(FIXPATH) stunnel/pop3s.conf >$(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf
+	$(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d
+	if [ -z "$(DESTDIR)" ] && ! getent passwd pop3d >/dev/null; then \
+	    useradd --system --no-create-home --home-dir /nonexistent \
+	        --shell /usr/sbin/nologin --user-group pop3d; fi
 
+# Leaves configuration files that were changed after installation.
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/pop3d
+	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \
+	    $(DESTDIR)$(SYSTEMDDIR)/pop3d.socket '$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service'
+	rm -rf $(DESTDIR)$(DOCDIR)
+	cmp -s pam.d/pop3d $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d && \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d || true
+	$(FIXPATH) xinetd.d/pop3d | cmp -s - $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d && \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d || true
 
 clean:
 	rm -f pop3d *.o $(LIBSRCS:.c=.d) pop3d.d $(UNITS) tests/unit/*.d $(FLAGS_STAMP) \
