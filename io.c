@@ -263,6 +263,7 @@ io_body_begin(struct io_body *b, int64_t max_body_lines)
 	b->in_header = 1;
 	b->lines_left = max_body_lines;
 	b->done = 0;
+	b->octets = 0;
 }
 
 /* Ends the current line on the wire and counts it. */
@@ -273,6 +274,7 @@ io_body_eol(struct io *io, struct io_body *b, int empty)
 
 	if ((st = io_write(io, "\r\n", 2)) != IO_OK)
 		return st;
+	b->octets += 2;
 	b->at_bol = 1;
 	b->cr_held = 0;
 	if (b->in_header) {
@@ -306,6 +308,7 @@ io_body_write(struct io *io, struct io_body *b, const char *buf, size_t len)
 			}
 			if ((st = io_write(io, "\r", 1)) != IO_OK)
 				return st;
+			b->octets++;
 			b->cr_held = 0;
 			b->at_bol = 0;
 		}
@@ -319,12 +322,14 @@ io_body_write(struct io *io, struct io_body *b, const char *buf, size_t len)
 				n--;
 				if ((st = io_write(io, p, n)) != IO_OK)
 					return st;
+				b->octets += n;
 				if (n > 0)
 					b->at_bol = 0;
 				b->cr_held = 1;
 			} else {
 				if ((st = io_write(io, p, n)) != IO_OK)
 					return st;
+				b->octets += n;
 				b->at_bol = 0;
 			}
 			break;
@@ -335,6 +340,7 @@ io_body_write(struct io *io, struct io_body *b, const char *buf, size_t len)
 			n--;
 		if ((st = io_write(io, p, n)) != IO_OK)
 			return st;
+		b->octets += n;
 		p = lf + 1;
 		if ((st = io_body_eol(io, b, empty)) != IO_OK)
 			return st;
@@ -347,8 +353,16 @@ io_body_end(struct io *io, struct io_body *b)
 {
 	enum io_status	 st;
 
-	if (!b->done && (b->cr_held || !b->at_bol) &&
-	    (st = io_write(io, "\r\n", 2)) != IO_OK)
-		return st;
+	if (!b->done && (b->cr_held || !b->at_bol)) {
+		if ((st = io_write(io, "\r\n", 2)) != IO_OK)
+			return st;
+		b->octets += 2;
+	}
+	return IO_OK;
+}
+
+enum io_status
+io_body_dot(struct io *io)
+{
 	return io_write(io, ".\r\n", 3);
 }

@@ -61,8 +61,9 @@ enum io_status	 io_flush(struct io *);
  * CRLF on the wire; a line that starts with '.' gets one more.  With
  * max_body_lines >= 0 only the header, the empty line after it and that
  * many body lines are sent.  io_body_write returns IO_OK and sets
- * *done_r once nothing more is wanted.  io_body_end ends an unterminated
- * last line and sends the final ".".
+ * b->done once nothing more is wanted.  io_body_end ends an unterminated
+ * last line; b->octets then counts what was sent, stuffing excluded, so
+ * that the caller can check it before io_body_dot sends the final ".".
  */
 struct io_body {
 	int		 at_bol;	/* next byte starts a line */
@@ -70,11 +71,13 @@ struct io_body {
 	int		 in_header;
 	int64_t		 lines_left;	/* -1: no limit */
 	int		 done;
+	uint64_t	 octets;	/* sent so far, stuffing excluded */
 };
 
 void		 io_body_begin(struct io_body *, int64_t max_body_lines);
 enum io_status	 io_body_write(struct io *, struct io_body *, const char *,
 		    size_t);
 enum io_status	 io_body_end(struct io *, struct io_body *);
+enum io_status	 io_body_dot(struct io *);
 
 #endif

@@ -58,6 +58,7 @@
 #define JNL_MAGIC	"POP3DJN1"
 #define MARKER_LEN	16
 #define DOTLOCK_REFRESH	60		/* seconds between lockfile_touch */
+#define HEAD_HASHED	512		/* message bytes the commit re-checks */
 
 const char *const mbox_status_text[MBOX_STATUS_MAX] = {
 	[MBOX_OK] = "OK",
@@ -65,6 +66,8 @@ const char *const mbox_status_text[MBOX_STATUS_MAX] = {
 	[MBOX_LOCKED] = "[SYS/TEMP] Mailbox is locked by another program",
 	[MBOX_NOTMBOX] = "[SYS/PERM] Mailbox is not in mbox format",
 	[MBOX_BADFILE] = "[SYS/PERM] Mailbox is not a regular file of yours",
+	[MBOX_NOACCESS] = "[SYS/PERM] Mailbox cannot be read (permission "
+	    "denied)",
 	[MBOX_CHANGED] = "[SYS/TEMP] Mailbox was changed by another program",
 	[MBOX_READONLY] = "[SYS/PERM] Mailbox is read-only",
 	[MBOX_IOERR] = "[SYS/TEMP] Mailbox I/O error",
@@ -78,6 +81,8 @@ struct mbox_msg {
 	off_t		 next;		/* the next From_ line, or EOF */
 	uint64_t	 size;		/* octets on the wire */
 	uint64_t	 from_hash;	/* FNV-1a of the From_ line */
+	uint64_t	 head_hash;	/* of its first HEAD_HASHED bytes */
+	uint32_t	 from_len;	/* the From_ line, terminator excluded */
 	unsigned char	 uid[16];	/* MD5 of stable header lines */
 	uint32_t	 uid_seq;	/* 1, or n for the n-th identical uid */
 	uint8_t		 deleted;
@@ -400,6 +405,7 @@ struct parse {
 	int		 folder_ximap;
 	int64_t		 clen;		/* Content-Length, or -1 */
 	off_t		 cl_end;	/* separators ignored before this */
+	size_t		 hashed;	/* message bytes in cur->head_hash */
 	int		 prev_empty;
 	off_t		 prev_empty_off;
 };
@@ -602,6 +608,9 @@ parse(struct mbox *mb, off_t fsize)
 			m->from_off = l.off;
 			m->body_off = l.off + (off_t)l.len;
 			m->from_hash = fnv1a(FNV_INIT, l.head, hl);
+			m->from_len = (uint32_t)hl;
+			m->head_hash = FNV_INIT;
+			p.hashed = 0;
 			p.cur = m;
 			MD5Init(&p.md5);
 			uid_add(&p, &l);
@@ -617,6 +626,15 @@ parse(struct mbox *mb, off_t fsize)
 			break;
 		}
 		m = p.cur;
+		if (p.hashed < HEAD_HASHED) {
+			/* The raw bytes, terminators included. */
+			size_t n = HEAD_HASHED - p.hashed;
+
+			if (n > l.hlen)
+				n = l.hlen;
+			m->head_hash = fnv1a(m->head_hash, l.head, n);
+			p.hashed += n;
+		}
 		if (m->size > UINT64_MAX - l.content - 2) {
 			st = MBOX_NOTMBOX;
 			break;
@@ -1151,7 +1169,7 @@ mbox_open_file(struct mbox *mb)
 			return MBOX_BADFILE;
 		}
 		log_warn("open %s", mb->path);
-		return errno == EACCES ? MBOX_BADFILE : MBOX_IOERR;
+		return errno == EACCES ? MBOX_NOACCESS : MBOX_IOERR;
 	}
 	if (fstat(mb->fd, &sb) == -1) {
 		log_warn("fstat %s", mb->path);
@@ -1351,7 +1369,15 @@ mbox_send(struct mbox *mb, size_t idx, struct io *io, int64_t max_body_lines)
 			return MBOX_IOERR;
 		off += (off_t)n;
 	}
-	return io_body_end(io, &b) == IO_OK ? MBOX_OK : MBOX_IOERR;
+	if (io_body_end(io, &b) != IO_OK)
+		return MBOX_IOERR;
+	if (max_body_lines < 0 && b.octets != m->size) {
+		/* Rewritten under us: never end a reply whose size lied. */
+		log_warnx("%s: message %zu changed while it was sent",
+		    mb->path, idx + 1);
+		return MBOX_CHANGED;
+	}
+	return io_body_dot(io) == IO_OK ? MBOX_OK : MBOX_IOERR;
 }
 
 /* Does the path still name the file we hold open? */
@@ -1369,10 +1395,8 @@ static enum mbox_status
 verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 {
 	struct stat	 sb;
-	char		 line[LINE_KEEP];
 	size_t		 i, n;
 	ssize_t		 r;
-	char		*lf;
 
 	if (fstat(mb->fd, &sb) == -1)
 		return MBOX_IOERR;
@@ -1388,19 +1412,17 @@ verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 		return MBOX_CHANGED;
 	}
 	for (i = from; i < mb->nmsgs; i++) {
-		n = (size_t)(mb->msgs[i].body_off - mb->msgs[i].from_off);
-		if (n > sizeof(line))
-			n = sizeof(line);
-		r = pread_full(mb->fd, line, n, mb->msgs[i].from_off);
+		const struct mbox_msg *mm = &mb->msgs[i];
+		size_t	 fl = (size_t)(mm->body_off - mm->from_off), hl;
+
+		hl = mm->next - mm->body_off > HEAD_HASHED ? HEAD_HASHED :
+		    (size_t)(mm->next - mm->body_off);
+		n = fl + hl;		/* <= LINE_KEEP + 2 + HEAD_HASHED */
+		r = pread_full(mb->fd, mb->buf, n, mm->from_off);
 		if (r != (ssize_t)n)
-			return MBOX_IOERR;
-		lf = memchr(line, '\n', n);
-		if (lf != NULL) {
-			n = (size_t)(lf - line);
-			if (n > 0 && line[n - 1] == '\r')
-				n--;
-		}
-		if (fnv1a(FNV_INIT, line, n) != mb->msgs[i].from_hash) {
+			return MBOX_CHANGED;
+		if (fnv1a(FNV_INIT, mb->buf, mm->from_len) != mm->from_hash ||
+		    fnv1a(FNV_INIT, mb->buf + fl, hl) != mm->head_hash) {
 			log_warnx("%s: rewritten by another program since it "
 			    "was read; nothing deleted", mb->path);
 			return MBOX_CHANGED;

@@ -21,6 +21,7 @@ enum mbox_status {
 	MBOX_LOCKED,	/* the mailbox locks could not be had in time */
 	MBOX_NOTMBOX,	/* the file is not in mbox format */
 	MBOX_BADFILE,	/* a symlink, not a regular file, or not the user's */
+	MBOX_NOACCESS,	/* the user may not read it */
 	MBOX_CHANGED,	/* rewritten by someone else since it was parsed */
 	MBOX_READONLY,	/* deletions cannot be written back */
 	MBOX_IOERR,	/* a read, write or sync failed; errno was logged */

@@ -456,6 +456,7 @@ body_run(struct pair *p, const char *in, size_t len, int64_t max,
 		off = end;
 	}
 	assert_int_equal(io_body_end(p->io, &b), IO_OK);
+	assert_int_equal(io_body_dot(p->io), IO_OK);
 	assert_int_equal(io_flush(p->io), IO_OK);
 	return peer_recv(p, out_len);
 }
@@ -558,6 +559,7 @@ test_body_top(void **state)
 	assert_true(b.done);
 	assert_int_equal(io_body_write(p->io, &b, "more\n", 5), IO_OK);
 	assert_int_equal(io_body_end(p->io, &b), IO_OK);
+	assert_int_equal(io_body_dot(p->io), IO_OK);
 	assert_int_equal(io_flush(p->io), IO_OK);
 	{
 		static const char want[] = "H1: a\r\nH2: b\r\n\r\nl1\r\n.\r\n";
@@ -573,6 +575,7 @@ test_body_top(void **state)
 	    IO_OK);
 	assert_false(b.done);
 	assert_int_equal(io_body_end(p->io, &b), IO_OK);
+	assert_int_equal(io_body_dot(p->io), IO_OK);
 	assert_int_equal(io_flush(p->io), IO_OK);
 	free(peer_recv(p, &(size_t){ 0 }));
 }
