@@ -417,7 +417,11 @@ check_apop(const struct auth_config *cf, struct auth_request *req,
 	return st;
 }
 
-/* RFC 1939 section 13: who has an APOP secret may not send a password. */
+/*
+ * RFC 1939 section 13: who has an APOP secret may not send a password.
+ * 1 yes, 0 no, -1 the secrets cannot be read (then nobody may: we cannot
+ * tell who has one).
+ */
 static int
 has_apop_secret(const struct auth_config *cf, const char *name)
 {
@@ -426,7 +430,7 @@ has_apop_secret(const struct auth_config *cf, const char *name)
 
 	found = apop_secret(cf, name, line, sizeof(line), &secret);
 	explicit_bzero(line, sizeof(line));
-	return found != 0;
+	return found;
 }
 
 enum auth_status
@@ -434,6 +438,7 @@ auth_check(const struct auth_config *cf, struct auth_request *req,
     struct auth_user *user_r)
 {
 	enum auth_status st;
+	int		 found;
 
 	memset(user_r, 0, sizeof(*user_r));
 	req->user[sizeof(req->user) - 1] = '\0';
@@ -442,12 +447,14 @@ auth_check(const struct auth_config *cf, struct auth_request *req,
 		st = check_apop(cf, req, user_r);
 	else if (req->kind != AUTH_KIND_PASS)
 		st = AUTH_FAIL;
-	else if (has_apop_secret(cf, req->user)) {
+	else if ((found = has_apop_secret(cf, req->user)) == 1) {
 		log_notice("%s has an APOP secret: password login refused",
 		    req->user);
 		user_r->known = 1;
 		st = AUTH_FAIL;
-	} else if (cf->passwd_file != NULL)
+	} else if (found == -1)
+		st = AUTH_TEMPFAIL;
+	else if (cf->passwd_file != NULL)
 		st = check_passwd_file(cf, req, user_r);
 	else
 		st = check_pam(cf, req, user_r);

@@ -66,8 +66,7 @@ const char *const mbox_status_text[MBOX_STATUS_MAX] = {
 	[MBOX_LOCKED] = "[SYS/TEMP] Mailbox is locked by another program",
 	[MBOX_NOTMBOX] = "[SYS/PERM] Mailbox is not in mbox format",
 	[MBOX_BADFILE] = "[SYS/PERM] Mailbox is not a regular file of yours",
-	[MBOX_NOACCESS] = "[SYS/PERM] Mailbox cannot be read (permission "
-	    "denied)",
+	[MBOX_NOACCESS] = "[SYS/PERM] Mailbox cannot be read (permission denied)",
 	[MBOX_CHANGED] = "[SYS/TEMP] Mailbox was changed by another program",
 	[MBOX_READONLY] = "[SYS/PERM] Mailbox is read-only",
 	[MBOX_IOERR] = "[SYS/TEMP] Mailbox I/O error",

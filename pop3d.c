@@ -21,10 +21,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -126,10 +128,12 @@ peer_name(char *buf, size_t bufsize)
 				    (IN6_IS_ADDR_V4MAPPED(a) &&
 				    a->s6_addr[12] == 127);
 		}
-		if (ss.ss_family == AF_UNIX) {
+		if (ss.ss_family == AF_UNIX && getenv("REMOTE_ADDR") == NULL &&
+		    getenv("REMOTE_HOST") == NULL) {
 			(void)snprintf(buf, bufsize, "local");
 			return 1;
 		}
+		/* A relay (stunnel exec=, socat) names the real peer. */
 	}
 	if ((env = getenv("REMOTE_ADDR")) == NULL)
 		env = getenv("REMOTE_HOST");
@@ -235,6 +239,7 @@ check_forked(void *arg, struct auth_request *req, struct auth_user *user_r)
 	struct login		*lg = arg;
 	struct check_result	 res;
 	struct timespec		 start;
+	struct pollfd		 pfd;
 	pid_t			 pid;
 	ssize_t			 n;
 	int			 p[2], status;
@@ -264,9 +269,22 @@ check_forked(void *arg, struct auth_request *req, struct auth_user *user_r)
 	}
 	explicit_bzero(req, sizeof(*req));
 	close(p[1]);
-	do
-		n = read(p[0], &res, sizeof(res));
-	while (n == -1 && errno == EINTR);
+	/* A PAM module that hangs must not hold the connection forever. */
+	pfd.fd = p[0];
+	pfd.events = POLLIN;
+	while ((n = poll(&pfd, 1, lg->cf->timeout * 1000)) == -1 &&
+	    errno == EINTR)
+		;
+	if (n == 1) {
+		do
+			n = read(p[0], &res, sizeof(res));
+		while (n == -1 && errno == EINTR);
+	} else {
+		log_warnx("the authentication process took longer than %d s",
+		    lg->cf->timeout);
+		(void)kill(pid, SIGKILL);
+		n = -1;
+	}
 	close(p[0]);
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
@@ -454,13 +472,31 @@ chroot_ready(const char *dir)
 {
 	struct stat	 sb;
 
-	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+	DIR		*d;
+	struct dirent	*de;
+	int		 entries = 0;
+
+	if (mkdir(dir, 0755) == 0)
+		(void)chmod(dir, 0755);		/* whatever the umask */
+	else if (errno != EEXIST) {
 		log_warn("mkdir %s", dir);
 		return -1;
 	}
 	if (lstat(dir, &sb) == -1 || !S_ISDIR(sb.st_mode) || sb.st_uid != 0 ||
 	    (sb.st_mode & 022) != 0) {
 		log_warnx("%s: not a directory of root's closed to others", dir);
+		return -1;
+	}
+	if ((d = opendir(dir)) == NULL) {
+		log_warn("%s", dir);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			entries++;
+	closedir(d);
+	if (entries > 0) {
+		log_warnx("%s: the pre-login chroot must be empty", dir);
 		return -1;
 	}
 	return 0;

@@ -84,8 +84,12 @@ ps_child_authenticate(void *arg, struct auth_request *req)
 	explicit_bzero(req, sizeof(*req));
 	r = ps_send(fd, &m);
 	explicit_bzero(&m, sizeof(m));
-	if (r == -1 || ps_recv(fd, &m) != 1 || m.type != PS_RESULT) {
-		log_warn("pre-login: the monitor did not answer");
+	if (r == -1 || (r = ps_recv(fd, &m)) == -1) {
+		log_warn("pre-login: talking to the monitor");
+		return AUTH_TEMPFAIL;
+	}
+	if (r == 0 || m.type != PS_RESULT) {
+		log_warnx("pre-login: the monitor did not answer");
 		return AUTH_TEMPFAIL;
 	}
 	return (enum auth_status)m.status;
@@ -117,7 +121,7 @@ ps_monitor(int fd, ps_check_fn check, void *arg, int max_tries,
 {
 	struct ps_msg	 m, reply;
 	enum auth_status st;
-	int		 tries = 0, r;
+	int		 fails = 0, requests = 0, r;
 
 	for (;;) {
 		if ((r = ps_recv(fd, &m)) != 1) {
@@ -126,14 +130,22 @@ ps_monitor(int fd, ps_check_fn check, void *arg, int max_tries,
 				    "process");
 			return 0;
 		}
-		if (m.type != PS_AUTH || tries >= max_tries) {
+		/*
+		 * As the session counts: max_tries failures end it; temporary
+		 * failures do not count, but nobody gets more than thrice
+		 * that many checks.
+		 */
+		if (m.type != PS_AUTH || fails >= max_tries ||
+		    requests >= 3 * max_tries) {
 			log_warnx("monitor: pre-login process broke the "
 			    "protocol");
 			explicit_bzero(&m, sizeof(m));
 			return 0;
 		}
-		tries++;
+		requests++;
 		st = check(arg, &m.req, user_r);
+		if (st == AUTH_FAIL)
+			fails++;
 		explicit_bzero(&m, sizeof(m));
 		memset(&reply, 0, sizeof(reply));
 		reply.type = PS_RESULT;

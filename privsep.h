@@ -45,8 +45,9 @@ typedef enum auth_status (*ps_check_fn)(void *, struct auth_request *,
 
 /*
  * Serves the pre-login process until it logs in (1: *user_r and the
- * handed-over input in *handover_r) or goes away (0).  At most max_tries
- * requests are checked; one login ends the dialogue.
+ * handed-over input in *handover_r) or goes away (0).  After max_tries
+ * failures (3 * max_tries requests in all) it stops; one login ends the
+ * dialogue.
  */
 int	ps_monitor(int fd, ps_check_fn, void *arg, int max_tries,
 	    struct auth_user *user_r, struct ps_msg *handover_r);

@@ -677,6 +677,7 @@ count_bad(struct session *s, enum cmd_result r)
 	case CMD_ERR_BADNAME:
 	case CMD_ERR_MECH:
 	case CMD_ERR_SASL_BAD:
+	case CMD_ERR_SASL_CANCEL:	/* endless AUTH/"*" pairs */
 	case CMD_ERR_NOAPOP:
 	case CMD_ERR_CLEARTEXT:
 		break;
