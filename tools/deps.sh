@@ -6,7 +6,7 @@ set -eu
 build="gcc make pkg-config libc6-dev libpam0g-dev libcrypt-dev libmd-dev liblockfile-dev"
 demo="$build python3 util-linux curl"
 test="$demo libcmocka-dev libpam-wrapper libnss-wrapper libuid-wrapper \
-python3-pytest liblockfile-bin procps systemd xinetd valgrind clang libclang-rt-14-dev"
+python3-pytest liblockfile-bin procps systemd xinetd valgrind clang libclang-rt-14-dev procmail"
 
 case "${1:-build}" in
 build)	want=$build ;;
