@@ -582,7 +582,7 @@ cmd_quit(struct session *s, struct pop3_cmdline *cl)
 		}
 	mbox_stat(s->mbox, &nleft, &left);
 	if ((st = mbox_commit(s->mbox)) != MBOX_OK) {
-		log_warnx("%s: commit failed (%s); nothing deleted", s->login,
+		log_warnx("%s: commit failed (%s)", s->login,
 		    mbox_status_text[st]);
 		s->mbox_error = st;
 		return CMD_ERR_MBOX;
