@@ -92,15 +92,20 @@ install: pop3d
 	    $(DESTDIR)$(SYSCONFDIR)/pam.d $(DESTDIR)$(SYSCONFDIR)/xinetd.d \
 	    $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(DOCDIR)/examples
 	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
-	install -m 644 pop3d.8 $(DESTDIR)$(MANDIR)/man8/pop3d.8
+	$(FIXPATH) pop3d.8 >$(DESTDIR)$(MANDIR)/man8/pop3d.8
+	chmod 644 $(DESTDIR)$(MANDIR)/man8/pop3d.8
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d || \
 	    install -m 644 pam.d/pop3d $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d
-	test -e $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d || \
-	    $(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d
+	test -e $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d || { \
+	    $(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d && \
+	    chmod 644 $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d; }
 	install -m 644 systemd/pop3d.socket $(DESTDIR)$(SYSTEMDDIR)/pop3d.socket
 	$(FIXPATH) 'systemd/pop3d@.service' >'$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service'
 	$(FIXPATH) stunnel/pop3s.conf >$(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf
 	$(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d
+	chmod 644 '$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service' \
+	    $(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf \
+	    $(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d
 	if [ -z "$(DESTDIR)" ] && ! getent passwd pop3d >/dev/null; then \
 	    useradd --system --no-create-home --home-dir /nonexistent \
 	        --shell /usr/sbin/nologin --user-group pop3d; fi

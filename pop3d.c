@@ -99,6 +99,29 @@ usage(void)
 }
 
 /*
+ * Is the socket a relay's (stunnel exec= gives its child a loopback TCP
+ * pair) rather than the client's?  A launcher that names another port in
+ * REMOTE_PORT than the socket's peer says so; systemd's matches.
+ */
+static int
+relayed(const struct sockaddr_storage *ss)
+{
+	const char	*env = getenv("REMOTE_PORT");
+	unsigned int	 port;
+	uint64_t	 n;
+
+	if (ss->ss_family == AF_INET)
+		port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	else if (ss->ss_family == AF_INET6)
+		port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	else
+		return 0;
+	if (env == NULL || session_parse_number(env, 65535, &n) == -1)
+		return 0;
+	return n != port;
+}
+
+/*
  * The peer, for logs and PAM_RHOST: the socket, or what the launcher says.
  * Returns 1 when the connection is local (loopback, a Unix socket, or no
  * socket at all), where a cleartext password does not cross a network.
@@ -111,7 +134,8 @@ peer_name(char *buf, size_t bufsize)
 	const char		*env;
 	const void		*addr = NULL;
 
-	if (getpeername(STDIN_FILENO, (struct sockaddr *)&ss, &len) == 0) {
+	if (getpeername(STDIN_FILENO, (struct sockaddr *)&ss, &len) == 0 &&
+	    !relayed(&ss)) {
 		if (ss.ss_family == AF_INET) {
 			const struct in_addr *a =
 			    &((struct sockaddr_in *)&ss)->sin_addr;
