@@ -103,9 +103,11 @@ install: pop3d
 	$(FIXPATH) 'systemd/pop3d@.service' >'$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service'
 	$(FIXPATH) stunnel/pop3s.conf >$(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf
 	$(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d
+	$(FIXPATH) xinetd.d/pop3s >$(DESTDIR)$(DOCDIR)/examples/xinetd-pop3s
 	chmod 644 '$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service' \
 	    $(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf \
-	    $(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d
+	    $(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d \
+	    $(DESTDIR)$(DOCDIR)/examples/xinetd-pop3s
 	if [ -z "$(DESTDIR)" ] && ! getent passwd pop3d >/dev/null; then \
 	    useradd --system --no-create-home --home-dir /nonexistent \
 	        --shell /usr/sbin/nologin --user-group pop3d; fi

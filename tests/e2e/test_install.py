@@ -35,6 +35,7 @@ INSTALLED = {
     "etc/systemd/system/pop3d@.service": 0o644,
     "usr/share/doc/pop3d/examples/stunnel-pop3s.conf": 0o644,
     "usr/share/doc/pop3d/examples/xinetd-pop3d": 0o644,
+    "usr/share/doc/pop3d/examples/xinetd-pop3s": 0o644,
 }
 SOURCES = ["Makefile", "pop3d.8", "pam.d", "xinetd.d", "systemd", "stunnel"]
 
@@ -105,7 +106,8 @@ def test_install_files(src, tmp_path):
     assert svc == (REPO / "systemd/pop3d@.service").read_text().replace(
         "/usr/local/sbin/pop3d", SBIN)
     for f in ("etc/xinetd.d/pop3d",
-              "usr/share/doc/pop3d/examples/xinetd-pop3d"):
+              "usr/share/doc/pop3d/examples/xinetd-pop3d",
+              "usr/share/doc/pop3d/examples/xinetd-pop3s"):
         xi = (dest / f).read_text()
         assert re.findall(r"(?m)^\s*server\s*=\s*(\S+)\s*$", xi) == [SBIN], f
     st = (dest / "usr/share/doc/pop3d/examples/stunnel-pop3s.conf").read_text()

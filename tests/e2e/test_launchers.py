@@ -92,16 +92,21 @@ def test_systemd_socket_activation(pop3d_env):
     assert "pop3d: alice: 1 (" in text and ") deleted, 2 (" in text
 
 
-def xinetd_config(pop3d_env, port):
+def xinetd_config(pop3d_env, port, name="pop3d"):
     """The shipped service file with its port and paths rewritten."""
-    src = (REPO / "xinetd.d" / "pop3d").read_text()
+    src = (REPO / "xinetd.d" / name).read_text()
     env = pop3d_env.env()
     env["LD_PRELOAD"] = env["LD_PRELOAD"].replace(" ", ":")
     # No -d: xinetd puts the socket on stderr too, so logs go to syslog.
-    args = " ".join(a for a in pop3d_env.argv()[1:] if a != "-d")
+    # The shipped server_args (if any) come first.
+    shipped = re.search(r"server_args\s*=\s*(.*)", src)
+    args = " ".join(([shipped.group(1).strip()] if shipped else []) +
+                    [a for a in pop3d_env.argv()[1:] if a != "-d"])
+    src = re.sub(r"\s*server_args\s*=.*", "", src)
     extra = (f"\tport\t\t= {port}\n"
-             "\ttype\t\t= UNLISTED\n"
-             "\tbind\t\t= 127.0.0.1\n"
+             "\ttype\t\t= UNLISTED\n" +
+             ("" if re.search(r"(?m)^\s*bind\s*=", src) else
+              "\tbind\t\t= 127.0.0.1\n") +
              f"\tserver_args\t= {args}\n"
              f"\tenv\t\t= {' '.join(f'{k}={v}' for k, v in env.items())}\n")
     svc, n = re.subn(r"server\s*=\s*\S+", f"server\t\t= {POP3D}", src)
@@ -116,11 +121,14 @@ def xinetd_config(pop3d_env, port):
     return conf
 
 
-def test_xinetd_runs_the_shipped_service(pop3d_env):
+@pytest.mark.parametrize("name", ["pop3d", "pop3s"])
+def test_xinetd_runs_the_shipped_service(pop3d_env, name):
+    """xinetd.d/pop3d, and xinetd.d/pop3s (127.0.0.1 only, -c: cleartext
+    from loopback, i.e. from stunnel's connect=)."""
     exe = shutil.which("xinetd") or "/usr/sbin/xinetd"
     assert os.path.exists(exe), "xinetd missing: make check installs it"
     port = free_port()
-    conf = xinetd_config(pop3d_env, port)
+    conf = xinetd_config(pop3d_env, port, name)
     log = pop3d_env.tmp / "xinetd.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
