@@ -11,6 +11,8 @@ to a file that every test can read and that is checked for sanitizer
 reports.
 """
 import ctypes
+import errno
+import fcntl
 import os
 import select
 import signal
@@ -481,6 +483,63 @@ def pop3d_env(tmp_path):
     errors = e.cleanup()
     if errors:
         pytest.fail("\n".join(errors))
+
+
+# ---- delivering like a Debian MDA --------------------------------------------
+
+def take_dotlock(mbox, timeout=10.0):
+    """Creates MBOX.lock holding our pid, as liblockfile does; a lock whose
+    pid is dead (a killed pop3d's) is broken at once, as L_PID does."""
+    lock = f"{mbox}.lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(open(lock).read().split()[0])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os.unlink(lock)
+                continue
+            except (OSError, ValueError, IndexError):
+                pass
+            assert time.monotonic() < deadline, f"{lock} held too long"
+            time.sleep(0.02)
+            continue
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return lock
+
+
+def take_fcntl(fd, timeout=10.0):
+    """A classic POSIX lock (as procmail, Postfix, Exim take it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            assert time.monotonic() < deadline, "fcntl lock held too long"
+            time.sleep(0.02)
+
+
+def deliver(mbox, data):
+    """Appends a message the way procmail, Postfix and Exim do: dotlock,
+    open O_APPEND, fcntl lock, write, unlock, remove the dotlock."""
+    lock = take_dotlock(mbox)
+    try:
+        fd = os.open(mbox, os.O_WRONLY | os.O_APPEND)
+        try:
+            take_fcntl(fd)
+            os.write(fd, data)
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    finally:
+        os.unlink(lock)
 
 
 # ---- the fixture corpus ------------------------------------------------------

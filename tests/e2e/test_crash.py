@@ -2,19 +2,17 @@
 call that changes a file (write, pwrite, fsync, ftruncate, rename, unlink,
 link) by SIGKILL or by failing the call with ENOSPC, EIO or EDQUOT
 (tests/fault/fault.so).  Mail is delivered after the crash, the way
-procmail does, for every other point.  Then recovery runs, alternately
+procmail does (conftest.deliver, which breaks a killed process's dotlock
+as liblockfile does), for every other point.  Then recovery runs, alternately
 as `pop3d -r` and as the next session.  The mailbox must be exactly the
 old one or exactly the new one, plus the late mail, with the same inode,
 owner, group and mode, and no journal or lock left behind."""
-import fcntl
 import os
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
-from conftest import POP3D, REPO, ALICE_UID, MAIL_GID
+from conftest import POP3D, REPO, ALICE_UID, MAIL_GID, deliver
 
 FAULT = REPO / "tests" / "fault" / "fault.so"
 MODES = ("kill", "enospc", "eio", "edquot")
@@ -32,30 +30,6 @@ MSGS = [message(i, 3 + 150 * (i % 3)) for i in range(1, 7)]
 OLD = b"".join(MSGS)
 LATE = (b"From late@example.org Tue Jan  2 08:00:00 2024\n"
         b"Subject: delivered after the crash\n\nstill here\n\n")
-
-
-def deliver(path, data):
-    """procmail's order: dotlock first (breaking a dead process's lock, as
-    -p does), then fcntl, then append."""
-    lock = f"{path}.lock"
-    # One attempt at a time: dotlockfile itself backs off 5 s after
-    # breaking a stale lock.
-    for _ in range(200):
-        if subprocess.run(["dotlockfile", "-p", "-l", "-r", "0",
-                           lock]).returncode == 0:
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail(f"{lock} could not be taken")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    finally:
-        subprocess.run(["dotlockfile", "-u", lock], check=True)
 
 
 class Crash:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import POP3D, REPO, build_mbox, make_message
+from conftest import POP3D, REPO, build_mbox
 
 
 def free_port():

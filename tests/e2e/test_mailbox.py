@@ -5,7 +5,6 @@ same inode, owner and mode, nothing written when nothing is deleted), no
 UPDATE on disconnect or timeout, the [IN-USE] session lock, mail delivered
 during a session, and mailboxes that must be refused.
 """
-import errno
 import fcntl
 import os
 import re
@@ -14,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import (ALICE_UID, BOB_UID, MAIL_GID, ServerError, build_mbox,
+from conftest import (deliver, take_dotlock, take_fcntl,
+                      ALICE_UID, BOB_UID, MAIL_GID, ServerError, build_mbox,
                       fixture_cases, fixture_expectation, make_message,
                       unstuff)
 
@@ -106,51 +106,6 @@ def top0(eml):
 
 def maildrop_line(n, octets):
     return f"+OK Maildrop has {n} messages ({octets} octets)"
-
-
-def take_dotlock(mbox, timeout=10.0):
-    lock = f"{mbox}.lock"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            assert time.monotonic() < deadline, f"{lock} held too long"
-            time.sleep(0.02)
-            continue
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        return lock
-
-
-def take_fcntl(fd, timeout=10.0):
-    """A classic POSIX lock (as procmail, Postfix, Exim take it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            assert time.monotonic() < deadline, "fcntl lock held too long"
-            time.sleep(0.02)
-
-
-def deliver(mbox, data):
-    """Appends a message the way a Debian delivery agent does: dotlock,
-    open O_APPEND, fcntl lock, write, unlock, remove the dotlock."""
-    lock = take_dotlock(mbox)
-    try:
-        fd = os.open(mbox, os.O_WRONLY | os.O_APPEND)
-        try:
-            take_fcntl(fd)
-            os.write(fd, data)
-            fcntl.lockf(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-    finally:
-        os.unlink(lock)
 
 
 NEW_MAIL = (b"From x@y Mon Jan  1 12:00:00 2024\n"

@@ -8,16 +8,13 @@ rewrote the headers it owns (Status:, X-Status:, Content-Length:, ...).
 Identical messages get "X", "X-2", "X-3" in file order; an X-UIDL:
 header planted by a sender is never used.
 """
-import fcntl
 import hashlib
-import os
 import re
 import subprocess
-import time
 
 import pytest
 
-from conftest import POP3D, REPO, make_message
+from conftest import POP3D, REPO, deliver, make_message
 
 FAULT = REPO / "tests" / "fault" / "fault.so"
 UIDL_RE = re.compile(rb"[\x21-\x7e]{1,70}")
@@ -81,30 +78,6 @@ def documented_uidl(chunk):
         elif received == 0 and low.startswith((b"date:", b"message-id:")):
             add(line)
     return h.hexdigest()
-
-
-def deliver(path, data):
-    """A delivery agent's append: dotlock, O_APPEND, fcntl, write."""
-    lock = f"{path}.lock"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            break
-        except FileExistsError:
-            assert time.monotonic() < deadline, f"{lock} held too long"
-            time.sleep(0.02)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.close(fd)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    finally:
-        os.unlink(lock)
 
 
 def rewrite_in_place(path, data):
