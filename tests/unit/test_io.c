@@ -83,23 +83,7 @@ peer_close(struct pair *p)
 static char *
 peer_recv(struct pair *p, size_t *len_r)
 {
-	struct tu_buf	 b = { NULL, 0, 0 };
-	char		 chunk[4096];
-	ssize_t		 n;
-
-	tu_buf_add(&b, "", 0);
-	for (;;) {
-		n = recv(p->sv[1], chunk, sizeof(chunk), MSG_DONTWAIT);
-		if (n > 0) {
-			tu_buf_add(&b, chunk, (size_t)n);
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		break;
-	}
-	*len_r = b.len;
-	return b.p;
+	return tu_drain(p->sv[1], len_r);
 }
 
 static enum io_status

@@ -325,24 +325,8 @@ conn_teardown(void **state)
 static void
 conn_read(struct conn *c)
 {
-	struct tu_buf	 b = { NULL, 0, 0 };
-	char		 chunk[4096];
-	ssize_t		 n;
-
-	tu_buf_add(&b, "", 0);
-	for (;;) {
-		n = recv(c->sv[1], chunk, sizeof(chunk), MSG_DONTWAIT);
-		if (n > 0) {
-			tu_buf_add(&b, chunk, (size_t)n);
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		break;
-	}
 	free(c->out);
-	c->out = b.p;
-	c->out_len = b.len;
+	c->out = tu_drain(c->sv[1], &c->out_len);
 }
 
 /* Runs one command line (no terminator); returns the reply. */

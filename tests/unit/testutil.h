@@ -6,6 +6,8 @@
 #ifndef POP3D_TESTUTIL_H
 #define POP3D_TESTUTIL_H
 
+#include <sys/socket.h>
+
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -100,6 +102,29 @@ tu_read_fd(int fd, size_t *len_r)
 		}
 		tu_buf_add(&b, chunk, (size_t)n);
 		off += n;
+	}
+	*len_r = b.len;
+	return b.p;
+}
+
+/* Everything waiting on a socket now, without blocking; NUL-terminated. */
+static inline char *
+tu_drain(int fd, size_t *len_r)
+{
+	struct tu_buf	 b = { NULL, 0, 0 };
+	char		 chunk[4096];
+	ssize_t		 n;
+
+	tu_buf_add(&b, "", 0);
+	for (;;) {
+		n = recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+		if (n > 0) {
+			tu_buf_add(&b, chunk, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		break;
 	}
 	*len_r = b.len;
 	return b.p;
