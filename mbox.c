@@ -1106,13 +1106,10 @@ recover_locked(struct mbox *mb)
 	 * (past what slot A covers, so the journal stays valid), then journal
 	 * tail and late mail together under a new header and apply that.
 	 */
-	close(jfd);
-	if ((jfd = open(mb->jnlpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) == -1 ||
-	    copy_range(mb, mb->fd, (off_t)a.s, jfd, (off_t)(JNL_DATA + a.l),
+	if (copy_range(mb, mb->fd, (off_t)a.s, jfd, (off_t)(JNL_DATA + a.l),
 	    size - a.s) < 0 || fsync(jfd) < 0) {
 		log_warn("extend %s", mb->jnlpath);
-		if (jfd != -1)
-			close(jfd);
+		close(jfd);
 		return MBOX_IOERR;
 	}
 	r.off = JNL_DATA;
