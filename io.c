@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "io.h"
+#include "scan.h"
 
 struct io {
 	int	 in_fd;
@@ -288,6 +289,35 @@ io_body_eol(struct io *io, struct io_body *b, int empty)
 	return IO_OK;
 }
 
+/*
+ * RETR's path: whole lines converted straight into the output buffer,
+ * which is sent whenever it fills.  Stops before an unfinished line or
+ * one longer than the buffer.
+ */
+static enum io_status
+io_body_lines(struct io *io, struct io_body *b, const char **pp,
+    const char *end)
+{
+	enum io_status	 st;
+	size_t		 n, out;
+	uint64_t	 lines, stuffed;
+
+	for (;;) {
+		n = scan_crlf(io->outbuf + io->out_len,
+		    sizeof(io->outbuf) - io->out_len, *pp, (size_t)(end - *pp),
+		    &out, &lines, &stuffed);
+		io->out_len += out;
+		b->octets += out - stuffed;
+		*pp += n;
+		if (*pp == end || memchr(*pp, '\n', (size_t)(end - *pp)) == NULL)
+			return IO_OK;
+		if (n == 0 && io->out_len == 0)
+			return IO_OK;
+		if ((st = io_flush(io)) != IO_OK)
+			return st;
+	}
+}
+
 enum io_status
 io_body_write(struct io *io, struct io_body *b, const char *buf, size_t len)
 {
@@ -297,6 +327,13 @@ io_body_write(struct io *io, struct io_body *b, const char *buf, size_t len)
 	int		 empty;
 
 	while (p < end && !b->done) {
+		if (b->lines_left < 0 && b->at_bol && !b->cr_held) {
+			if ((st = io_body_lines(io, b, &p, end)) != IO_OK)
+				return st;
+			if (p == end)
+				break;
+			/* An unfinished line, or one longer than the buffer. */
+		}
 		if (b->cr_held) {
 			if (*p == '\n') {
 				/* The held CR and this LF end the line. */

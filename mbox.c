@@ -48,6 +48,7 @@
 #include "io.h"
 #include "log.h"
 #include "mbox.h"
+#include "scan.h"
 
 #define CHUNK		(128 * 1024)	/* read size for parse and send */
 #define LINE_KEEP	4096		/* bytes of a line the parser looks at */
@@ -79,7 +80,7 @@ struct mbox_msg {
 	off_t		 end;
 	off_t		 next;		/* the next From_ line, or EOF */
 	uint64_t	 size;		/* octets on the wire */
-	uint64_t	 from_hash;	/* FNV-1a of the From_ line */
+	uint64_t	 from_hash;	/* hash64 of the From_ line */
 	uint64_t	 head_hash;	/* of its first HEAD_HASHED bytes */
 	uint32_t	 from_len;	/* the From_ line, terminator excluded */
 	unsigned char	 uid[16];	/* MD5 of stable header lines */
@@ -132,6 +133,28 @@ fnv1a(uint64_t h, const void *buf, size_t len)
 	return h;
 }
 #define FNV_INIT	0xcbf29ce484222325ULL
+
+/*
+ * A fast 64-bit hash of a short byte string, a word at a time: the
+ * commit's check that bytes are still what the parser saw.  Not for
+ * anything an attacker picks.
+ */
+static uint64_t
+hash64(const void *buf, size_t len)
+{
+	const unsigned char	*p = buf;
+	uint64_t		 h = 0x9e3779b97f4a7c15ULL ^ len, w;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		memcpy(&w, p, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	w = 0;
+	memcpy(&w, p, len);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 29);
+}
 
 /*
  * Full-length pread/pwrite.  pread_full returns bytes read (short only at
@@ -404,7 +427,8 @@ struct parse {
 	int		 folder_ximap;
 	int64_t		 clen;		/* Content-Length, or -1 */
 	off_t		 cl_end;	/* separators ignored before this */
-	size_t		 hashed;	/* message bytes in cur->head_hash */
+	size_t		 hashed;	/* message bytes in head[] */
+	char		 head[HEAD_HASHED];	/* the first, for head_hash */
 	int		 prev_empty;
 	off_t		 prev_empty_off;
 };
@@ -432,38 +456,56 @@ parse_header(struct parse *p, const struct line *l, size_t msgno)
 	const char	*v, *end;
 	int64_t		 n;
 
-	if (header_is(l, "Received:")) {
-		if (p->received++ == 0)
+	/* Most header lines are none of these: one look at the first byte. */
+	switch (l->head[0] | 0x20) {
+	case 'r':
+		if (header_is(l, "Received:") && p->received++ == 0)
 			uid_add(p, l);
-	} else if (header_is(l, "Delivered-To:") ||
-	    header_is(l, "X-Delivery-ID:"))
-		uid_add(p, l);
-	else if (p->received == 0 &&
-	    (header_is(l, "Date:") || header_is(l, "Message-ID:")))
-		uid_add(p, l);
-	else if (header_is(l, "Content-Length:")) {
-		v = l->head + 15;
-		end = l->head + (l->content < l->hlen ? l->content : l->hlen);
-		while (v < end && (*v == ' ' || *v == '\t'))
-			v++;
-		n = 0;
-		if (v == end)
+		return;
+	case 'd':
+		if (header_is(l, "Delivered-To:") ||
+		    (p->received == 0 && header_is(l, "Date:")))
+			uid_add(p, l);
+		return;
+	case 'x':
+		if (header_is(l, "X-Delivery-ID:"))
+			uid_add(p, l);
+		else if (msgno == 0 && (header_is(l, "X-IMAP:") ||
+		    header_is(l, "X-IMAPbase:")))
+			p->folder_ximap = 1;
+		return;
+	case 'm':
+		if (p->received == 0 && header_is(l, "Message-ID:"))
+			uid_add(p, l);
+		return;
+	case 's':
+		if (msgno == 0 && header_is(l, "Subject:") &&
+		    memmem(l->head, l->hlen, "FOLDER INTERNAL DATA", 20) != NULL)
+			p->folder_subject = 1;
+		return;
+	case 'c':
+		break;
+	default:
+		return;
+	}
+	if (!header_is(l, "Content-Length:"))
+		return;
+	v = l->head + 15;
+	end = l->head + (l->content < l->hlen ? l->content : l->hlen);
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	n = 0;
+	if (v == end)
+		return;
+	for (; v < end && isdigit((unsigned char)*v); v++) {
+		if (n > (INT64_MAX - 9) / 10)
 			return;
-		for (; v < end && isdigit((unsigned char)*v); v++) {
-			if (n > (INT64_MAX - 9) / 10)
-				return;
-			n = n * 10 + (*v - '0');
-		}
-		while (v < end && (*v == ' ' || *v == '\t'))
-			v++;
-		if (v == end)
-			p->clen = n;
-	} else if (msgno == 0 && header_is(l, "Subject:") &&
-	    memmem(l->head, l->hlen, "FOLDER INTERNAL DATA", 20) != NULL)
-		p->folder_subject = 1;
-	else if (msgno == 0 && (header_is(l, "X-IMAP:") ||
-	    header_is(l, "X-IMAPbase:")))
-		p->folder_ximap = 1;
+		n = n * 10 + (*v - '0');
+	}
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	if (v == end)
+		p->clen = n;
 }
 
 /*
@@ -522,6 +564,8 @@ msg_finish(struct mbox *mb, struct parse *p, off_t end_off)
 	} else
 		m->end = end_off;
 	m->next = end_off;
+	if (p->hashed < HEAD_HASHED)
+		m->head_hash = hash64(p->head, p->hashed);
 	MD5Final(m->uid, &p->md5);
 	/*
 	 * UW and Dovecot keep folder data in a first message that no mail
@@ -535,35 +579,81 @@ msg_finish(struct mbox *mb, struct parse *p, off_t end_off)
 	p->cur = NULL;
 }
 
+/*
+ * In a body, past the bytes the commit re-checks: consumes in bulk the
+ * whole lines that cannot start a message, leaving the next line that
+ * begins with "From " (or a line too long or unfinished) to scan_line.
+ * Returns 0, or -1 on a read error.
+ */
 static int
-cmp_uid(const void *a, const void *b)
+skip_body(struct scanner *sc, struct parse *p)
 {
-	const struct mbox_msg *const *x = a, *const *y = b;
-	int	 c = memcmp((*x)->uid, (*y)->uid, sizeof((*x)->uid));
+	struct scan_count c;
+	const char	*s, *lf, *start;
+	size_t		 n;
+	int		 more;
 
-	if (c != 0)
-		return c;
-	return (*x < *y) ? -1 : (*x > *y);
+	for (;;) {
+		s = sc->buf + sc->pos;
+		n = scan_lines(s, sc->len - sc->pos, &c, &more);
+		if (n > 0) {
+			/* Each line is content + CRLF on the wire. */
+			p->cur->size += n + c.lines - c.crlf;
+			lf = s + n - 1;
+			start = memrchr(s, '\n', n - 1);
+			start = start == NULL ? s : start + 1;
+			p->prev_empty = lf == start ||
+			    (lf == start + 1 && *start == '\r');
+			p->prev_empty_off = sc->buf_off + (start - sc->buf);
+			sc->pos += n;
+		}
+		if (!more || sc->eof || sc->len - sc->pos > LINE_KEEP)
+			return 0;
+		if (scan_fill(sc) < 0)
+			return -1;
+		if (sc->pos == sc->len)
+			return 0;
+	}
 }
 
-/* Numbers identical UIDs in file order: h, h-2, h-3. */
+/*
+ * Numbers identical UIDs in file order: h, h-2, h-3.  An open-addressing
+ * table of message indexes keyed by the digest, whose slot always holds
+ * the latest message of that digest.
+ */
 static enum mbox_status
 number_uids(struct mbox *mb)
 {
-	struct mbox_msg	**v;
-	size_t		  i;
+	uint32_t	*slot;
+	size_t		 i, cap = 16, h;
+	uint64_t	 k;
 
 	if (mb->nmsgs == 0)
 		return MBOX_OK;
-	if ((v = calloc(mb->nmsgs, sizeof(*v))) == NULL)
+	if (mb->nmsgs > UINT32_MAX - 1)
 		return MBOX_NOMEM;
-	for (i = 0; i < mb->nmsgs; i++)
-		v[i] = &mb->msgs[i];
-	qsort(v, mb->nmsgs, sizeof(*v), cmp_uid);
-	for (i = 0; i < mb->nmsgs; i++)
-		v[i]->uid_seq = (i > 0 && memcmp(v[i]->uid, v[i - 1]->uid,
-		    sizeof(v[i]->uid)) == 0) ? v[i - 1]->uid_seq + 1 : 1;
-	free(v);
+	while (cap < mb->nmsgs * 2)
+		cap *= 2;
+	/* Slots hold index + 1; 0 is free. */
+	if ((slot = calloc(cap, sizeof(*slot))) == NULL)
+		return MBOX_NOMEM;
+	for (i = 0; i < mb->nmsgs; i++) {
+		struct mbox_msg	*m = &mb->msgs[i];
+
+		memcpy(&k, m->uid, sizeof(k));
+		m->uid_seq = 1;
+		for (h = (size_t)k & (cap - 1); slot[h] != 0;
+		    h = (h + 1) & (cap - 1)) {
+			struct mbox_msg *o = &mb->msgs[slot[h] - 1];
+
+			if (memcmp(o->uid, m->uid, sizeof(m->uid)) == 0) {
+				m->uid_seq = o->uid_seq + 1;
+				break;
+			}
+		}
+		slot[h] = (uint32_t)i + 1;
+	}
+	free(slot);
 	return MBOX_OK;
 }
 
@@ -587,7 +677,14 @@ parse(struct mbox *mb, off_t fsize)
 	sc->fd = mb->fd;
 	memset(&p, 0, sizeof(p));
 	p.cl_end = -1;
-	while ((r = scan_line(sc, &l)) == 1) {
+	for (;;) {
+		if (p.cur != NULL && !p.in_header && p.hashed >= HEAD_HASHED &&
+		    skip_body(sc, &p) < 0) {
+			r = -1;
+			break;
+		}
+		if ((r = scan_line(sc, &l)) != 1)
+			break;
 		hl = l.content < l.hlen ? (size_t)l.content : l.hlen;
 		if ((first || p.prev_empty) && l.off >= p.cl_end &&
 		    l.content <= LINE_KEEP && is_from_line(l.head, hl)) {
@@ -606,9 +703,8 @@ parse(struct mbox *mb, off_t fsize)
 			memset(m, 0, sizeof(*m));
 			m->from_off = l.off;
 			m->body_off = l.off + (off_t)l.len;
-			m->from_hash = fnv1a(FNV_INIT, l.head, hl);
+			m->from_hash = hash64(l.head, hl);
 			m->from_len = (uint32_t)hl;
-			m->head_hash = FNV_INIT;
 			p.hashed = 0;
 			p.cur = m;
 			MD5Init(&p.md5);
@@ -631,8 +727,10 @@ parse(struct mbox *mb, off_t fsize)
 
 			if (n > l.hlen)
 				n = l.hlen;
-			m->head_hash = fnv1a(m->head_hash, l.head, n);
+			memcpy(p.head + p.hashed, l.head, n);
 			p.hashed += n;
+			if (p.hashed == HEAD_HASHED)
+				m->head_hash = hash64(p.head, p.hashed);
 		}
 		if (m->size > UINT64_MAX - l.content - 2) {
 			st = MBOX_NOTMBOX;
@@ -1417,8 +1515,8 @@ verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 		r = pread_full(mb->fd, mb->buf, n, mm->from_off);
 		if (r != (ssize_t)n)
 			return MBOX_CHANGED;
-		if (fnv1a(FNV_INIT, mb->buf, mm->from_len) != mm->from_hash ||
-		    fnv1a(FNV_INIT, mb->buf + fl, hl) != mm->head_hash) {
+		if (hash64(mb->buf, mm->from_len) != mm->from_hash ||
+		    hash64(mb->buf + fl, hl) != mm->head_hash) {
 			log_warnx("%s: rewritten by another program since it "
 			    "was read; nothing deleted", mb->path);
 			return MBOX_CHANGED;

@@ -1,0 +1,213 @@
+/*
+ * scan.c: vector byte loops for the parser and the body writer (see
+ * scan.h).  Written with GCC vector extensions, built twice by
+ * target_clones (AVX2 where the CPU has it, SSE2 everywhere else); the
+ * scalar loops after them finish what is left and double as the
+ * reference the unit tests compare against.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+
+#include "scan.h"
+
+#define VEC	32
+typedef char		 vbytes __attribute__((vector_size(VEC)));
+typedef uint64_t	 vwords __attribute__((vector_size(VEC)));
+
+#if defined(__x86_64__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define VECTOR_CLONES	__attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* A vector from unaligned bytes; is any lane set; the sum of byte lanes. */
+#define VLOAD(v, p)	memcpy(&(v), (p), sizeof(v))
+#define VANY(v)		((((vwords)(v))[0] | ((vwords)(v))[1] | \
+			    ((vwords)(v))[2] | ((vwords)(v))[3]) != 0)
+
+static inline uint64_t
+vsum(const vbytes *acc)
+{
+	uint64_t	 s = 0;
+	int		 i;
+
+	for (i = 0; i < VEC; i++)
+		s += (unsigned char)(*acc)[i];
+	return s;
+}
+
+VECTOR_CLONES size_t
+scan_lines(const char *buf, size_t len, struct scan_count *c, int *more_r)
+{
+	const vbytes	 nl = (vbytes){ 0 } + '\n', cr = (vbytes){ 0 } + '\r',
+			 ef = (vbytes){ 0 } + 'F';
+	const char	*lf;
+	size_t		 i = 0, lim, stop;
+	uint64_t	 lines = 0, crlf = 0;
+
+	*more_r = 1;
+	c->lines = c->crlf = 0;
+	if (len == 0)
+		return 0;
+	if (buf[0] == 'F') {
+		if (len < 5)
+			return 0;
+		if (memcmp(buf, "From ", 5) == 0) {
+			*more_r = 0;
+			return 0;
+		}
+	}
+	for (;;) {
+		/*
+		 * Whole vectors while one more byte follows each (the byte
+		 * after an LF tells whether the next line may begin with
+		 * "From ").  Lines are counted in byte lanes, summed every
+		 * 255 vectors.  A vector with an LF before an 'F' is left to
+		 * the byte loop.
+		 */
+		while (i + VEC < len) {
+			vbytes	 acc_l = { 0 }, acc_c = { 0 };
+			int	 hit = 0;
+
+			lim = (len - 1 - i) / VEC;
+			if (lim > 255)
+				lim = 255;
+			for (; lim > 0; lim--, i += VEC) {
+				vbytes	 v, w, is_lf;
+
+				VLOAD(v, buf + i);
+				VLOAD(w, buf + i + 1);
+				is_lf = v == nl;
+				if (VANY(is_lf & (w == ef))) {
+					hit = 1;
+					break;
+				}
+				acc_l -= is_lf;
+				acc_c -= (v == cr) & (w == nl);
+			}
+			lines += vsum(&acc_l);
+			crlf += vsum(&acc_c);
+			if (hit)
+				break;
+		}
+		/* That vector, or the tail, byte by byte. */
+		stop = len - i > VEC ? i + VEC : len;
+		for (; i < stop; i++) {
+			if (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n')
+				crlf++;
+			if (buf[i] != '\n')
+				continue;
+			lines++;
+			if (i + 1 < len && buf[i + 1] == 'F' &&
+			    (len - (i + 1) < 5 ||
+			    memcmp(buf + i + 1, "From ", 5) == 0)) {
+				*more_r = len - (i + 1) < 5;
+				c->lines = lines;
+				c->crlf = crlf;
+				return i + 1;
+			}
+		}
+		if (i >= len)
+			break;
+	}
+	/* No "From " line: end after the last LF; the rest is unfinished. */
+	c->lines = lines;
+	c->crlf = crlf;
+	lf = memrchr(buf, '\n', len);
+	return lf == NULL ? 0 : (size_t)(lf - buf) + 1;
+}
+
+/*
+ * Copies one line's content (n bytes) and appends CRLF; dst has room for
+ * n + 2 + 16 bytes, so short lines are copied 16 bytes at a time without
+ * a call when the source has those bytes too.
+ */
+static inline size_t
+put_line(char *dst, const char *src, size_t n, int over_ok)
+{
+	size_t	 k;
+
+	if (over_ok) {
+		for (k = 0; k < n; k += 16)
+			memcpy(dst + k, src + k, 16);
+	} else
+		memcpy(dst, src, n);
+	dst[n] = '\r';
+	dst[n + 1] = '\n';
+	return n + 2;
+}
+
+size_t
+scan_crlf(char *dst, size_t dstsize, const char *src, size_t len,
+    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r)
+{
+	size_t		 out = 0, start = 0, i = 0, n, c, need, j;
+	uint64_t	 lines = 0, stuffed = 0;
+	unsigned int	 mask;
+
+	/*
+	 * LF positions 16 at a time as a bit mask (SSE2, or the plain loop
+	 * below), then each line [start, LF) copied out with its CRLF.
+	 */
+	for (;;) {
+#ifdef __SSE2__
+		if (i + 16 > len)
+			break;
+		mask = (unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(
+		    _mm_loadu_si128((const __m128i *)(const void *)(src + i)),
+		    _mm_set1_epi8('\n')));
+#else
+		if (i + 1 > len)
+			break;
+		mask = src[i] == '\n';
+#endif
+		for (; mask != 0; mask &= mask - 1) {
+			j = i + (size_t)__builtin_ctz(mask);
+			n = j - start;
+			c = n > 0 && src[j - 1] == '\r' ? n - 1 : n;
+			need = c + 2 + (src[start] == '.');
+			if (dstsize - out < need)
+				goto done;
+			if (src[start] == '.') {
+				dst[out++] = '.';
+				stuffed++;
+			}
+			out += put_line(dst + out, src + start, c,
+			    dstsize - out >= c + 18 && start + c + 16 <= len);
+			lines++;
+			start = j + 1;
+		}
+#ifdef __SSE2__
+		i += 16;
+#else
+		i++;
+#endif
+	}
+	/* The last few bytes. */
+	for (; i < len; i++) {
+		if (src[i] != '\n')
+			continue;
+		n = i - start;
+		c = n > 0 && src[i - 1] == '\r' ? n - 1 : n;
+		if (dstsize - out < c + 2 + (src[start] == '.'))
+			break;
+		if (src[start] == '.') {
+			dst[out++] = '.';
+			stuffed++;
+		}
+		out += put_line(dst + out, src + start, c, 0);
+		lines++;
+		start = i + 1;
+	}
+done:
+	*out_r = out;
+	*lines_r = lines;
+	*stuffed_r = stuffed;
+	return start;
+}
