@@ -60,6 +60,11 @@
 #define MARKER_LEN	16
 #define DOTLOCK_REFRESH	60		/* seconds between lockfile_touch */
 #define HEAD_HASHED	512		/* message bytes the commit re-checks */
+#define IDX_SUFFIX	".pop3d-index"
+#define IDX_MAGIC	"POP3DIX1"
+#define IDX_MIN		(4 * 1024 * 1024) /* smaller mailboxes parse in < 1 ms */
+#define IDX_SAMPLES	64		/* messages re-checked when mail was added */
+#define IDX_SETTLE_MS	50		/* a change this recent may share our ctime */
 
 const char *const mbox_status_text[MBOX_STATUS_MAX] = {
 	[MBOX_OK] = "OK",
@@ -93,6 +98,7 @@ struct mbox {
 	char			*path;
 	char			*lockpath;
 	char			*jnlpath;
+	char			*idxpath;
 	int			 fd;		/* -1: the file does not exist */
 	int			 fd_borrowed;	/* mbox_parse_fd: not ours */
 	int			 writable;
@@ -101,6 +107,8 @@ struct mbox {
 	off_t			 parsed_size;
 	struct mbox_msg		*msgs;
 	size_t			 nmsgs;		/* all, hidden included */
+	size_t			 cap;		/* msgs allocated */
+	int			 indexed;	/* see mbox_indexed() */
 	size_t			 first;		/* 1 when msgs[0] is hidden */
 	struct mbox_hooks	 hooks;
 	int			 dotlocked;
@@ -657,14 +665,18 @@ number_uids(struct mbox *mb)
 	return MBOX_OK;
 }
 
+/*
+ * Parses [start, fsize) of the file, start being 0 or the From_ line of
+ * a message after those already in mb->msgs, then numbers the UIDs.
+ */
 static enum mbox_status
-parse(struct mbox *mb, off_t fsize)
+parse(struct mbox *mb, off_t start, off_t fsize)
 {
 	struct scanner	*sc;
 	struct parse	 p;
 	struct line	 l;
 	struct mbox_msg	*m;
-	size_t		 cap = 0, hl;
+	size_t		 hl;
 	int		 r, empty, first = 1;
 	enum mbox_status st = MBOX_OK;
 
@@ -675,6 +687,7 @@ parse(struct mbox *mb, off_t fsize)
 		return MBOX_NOMEM;
 	}
 	sc->fd = mb->fd;
+	sc->buf_off = start;
 	memset(&p, 0, sizeof(p));
 	p.cl_end = -1;
 	for (;;) {
@@ -689,15 +702,15 @@ parse(struct mbox *mb, off_t fsize)
 		if ((first || p.prev_empty) && l.off >= p.cl_end &&
 		    l.content <= LINE_KEEP && is_from_line(l.head, hl)) {
 			msg_finish(mb, &p, l.off);
-			if (mb->nmsgs == cap) {
-				size_t ncap = cap == 0 ? 64 : cap * 2;
+			if (mb->nmsgs == mb->cap) {
+				size_t ncap = mb->cap == 0 ? 64 : mb->cap * 2;
 				m = reallocarray(mb->msgs, ncap, sizeof(*m));
 				if (m == NULL) {
 					st = MBOX_NOMEM;
 					break;
 				}
 				mb->msgs = m;
-				cap = ncap;
+				mb->cap = ncap;
 			}
 			m = &mb->msgs[mb->nmsgs++];
 			memset(m, 0, sizeof(*m));
@@ -1217,6 +1230,217 @@ recover_locked(struct mbox *mb)
 	return st;
 }
 
+/* ---- the index ----------------------------------------------------- */
+
+/*
+ * A parsed mailbox of IDX_MIN bytes or more leaves its table of messages
+ * in "MAILBOX.pop3d-index" (the user's, mode 0600), so that the next
+ * session need not read the mailbox again:
+ *
+ *   - the same inode, size, mtime and ctime: the table is used as it is
+ *     (ctime cannot be set by any program, and every write moves it);
+ *   - the same inode, grown: IDX_SAMPLES messages spread over the file
+ *     are re-checked, and only the last one and what follows is parsed;
+ *   - anything else: parsed from the start, and the index rewritten.
+ *
+ * It is a cache: it is checked, never trusted, and a commit removes it.
+ * The commit re-checks every message it moves or deletes either way.
+ */
+struct idx_hdr {
+	char		 magic[8];
+	uint32_t	 version;
+	uint32_t	 recsize;	/* sizeof(struct mbox_msg) */
+	uint64_t	 dev;
+	uint64_t	 ino;
+	uint64_t	 size;
+	int64_t		 mtime_sec;
+	int64_t		 mtime_nsec;
+	int64_t		 ctime_sec;
+	int64_t		 ctime_nsec;
+	uint64_t	 nmsgs;
+	uint64_t	 rec_hash;	/* hash64 of the records */
+	uint64_t	 check;		/* hash64 of everything above */
+};
+
+/* Are message i's From_ line and first bytes still where they were? */
+static int
+msg_intact(struct mbox *mb, size_t i)
+{
+	const struct mbox_msg *m = &mb->msgs[i];
+	size_t		 fl = (size_t)(m->body_off - m->from_off), hl, n;
+
+	hl = m->next - m->body_off > HEAD_HASHED ? HEAD_HASHED :
+	    (size_t)(m->next - m->body_off);
+	n = fl + hl;			/* <= LINE_KEEP + 2 + HEAD_HASHED */
+	return pread_full(mb->fd, mb->buf, n, m->from_off) == (ssize_t)n &&
+	    hash64(mb->buf, m->from_len) == m->from_hash &&
+	    hash64(mb->buf + fl, hl) == m->head_hash;
+}
+
+/* Is the loaded table one the parser could have made of size bytes? */
+static int
+idx_sane(const struct mbox *mb, off_t size)
+{
+	const struct mbox_msg *m;
+	size_t		 i;
+
+	for (i = 0; i < mb->nmsgs; i++) {
+		m = &mb->msgs[i];
+		if (m->from_off != (i == 0 ? 0 : mb->msgs[i - 1].next) ||
+		    m->body_off <= m->from_off ||
+		    m->body_off - m->from_off > LINE_KEEP + 2 ||
+		    m->from_len >= m->body_off - m->from_off ||
+		    m->end < m->body_off || m->next < m->end ||
+		    m->next - m->end > 2 ||
+		    m->size > 2 * (uint64_t)(m->end - m->body_off) + 2 ||
+		    m->uid_seq == 0 || m->uid_seq > mb->nmsgs ||
+		    m->deleted || (m->hidden && i > 0))
+			return 0;
+	}
+	return mb->nmsgs > 0 && mb->msgs[mb->nmsgs - 1].next == size;
+}
+
+static int
+idx_file_ok(int fd)
+{
+	struct stat	 sb;
+
+	return fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    sb.st_nlink == 1 && sb.st_uid == geteuid() &&
+	    (sb.st_mode & 077) == 0;
+}
+
+/*
+ * Under the locks, with sb the mailbox now.  Returns 1 with the whole
+ * table loaded; 2 with all but the last message loaded and *resume_r
+ * where parsing goes on; 0 when there is nothing usable.
+ */
+static int
+idx_load(struct mbox *mb, const struct stat *sb, off_t *resume_r)
+{
+	struct idx_hdr	 h;
+	size_t		 n, k, i;
+	int		 fd, ret = 0;
+
+	*resume_r = 0;
+	if (sb->st_size < IDX_MIN)
+		return 0;
+	if ((fd = open(mb->idxpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC)) == -1)
+		return 0;
+	if (!idx_file_ok(fd) || pread_full(fd, &h, sizeof(h), 0) !=
+	    (ssize_t)sizeof(h) ||
+	    memcmp(h.magic, IDX_MAGIC, sizeof(h.magic)) != 0 ||
+	    h.version != 1 || h.recsize != sizeof(struct mbox_msg) ||
+	    h.check != hash64(&h, offsetof(struct idx_hdr, check)) ||
+	    h.dev != (uint64_t)sb->st_dev || h.ino != (uint64_t)sb->st_ino ||
+	    h.size > (uint64_t)sb->st_size || h.nmsgs == 0 ||
+	    h.nmsgs > h.size / 16)
+		goto out;
+	if (h.size == (uint64_t)sb->st_size &&
+	    (h.mtime_sec != sb->st_mtim.tv_sec ||
+	    h.mtime_nsec != sb->st_mtim.tv_nsec ||
+	    h.ctime_sec != sb->st_ctim.tv_sec ||
+	    h.ctime_nsec != sb->st_ctim.tv_nsec))
+		goto out;		/* rewritten to the same size */
+	n = (size_t)h.nmsgs;
+	if ((mb->msgs = calloc(n, sizeof(*mb->msgs))) == NULL)
+		goto out;
+	mb->cap = n;
+	mb->nmsgs = n;
+	if (pread_full(fd, mb->msgs, n * sizeof(*mb->msgs), sizeof(h)) !=
+	    (ssize_t)(n * sizeof(*mb->msgs)) ||
+	    hash64(mb->msgs, n * sizeof(*mb->msgs)) != h.rec_hash ||
+	    !idx_sane(mb, (off_t)h.size))
+		goto out;
+	if (h.size == (uint64_t)sb->st_size) {
+		mb->parsed_size = (off_t)h.size;
+		mb->first = mb->msgs[0].hidden;
+		ret = 1;
+		goto out;
+	}
+	/* Grown: appended to, or rewritten?  Look at a spread of messages. */
+	for (k = 0; k < IDX_SAMPLES && k < n; k++) {
+		i = n <= IDX_SAMPLES ? k : k * (n - 1) / (IDX_SAMPLES - 1);
+		if (!msg_intact(mb, i))
+			goto out;
+	}
+	/* The last message may have grown: parse it again. */
+	*resume_r = mb->msgs[n - 1].from_off;
+	mb->nmsgs = n - 1;
+	ret = 2;
+out:
+	close(fd);
+	if (ret == 0) {
+		free(mb->msgs);
+		mb->msgs = NULL;
+		mb->nmsgs = mb->cap = 0;
+	}
+	if (ret != 0)
+		log_debug("%s: index %s", mb->path, ret == 1 ? "used" :
+		    "used, new mail parsed");
+	return ret;
+}
+
+/*
+ * After a parse, with sb the mailbox as parsed and now the time the
+ * locks were still held: leaves the table for the next session.  Best
+ * effort; a change too recent to be told apart by ctime is not indexed.
+ */
+static void
+idx_save(struct mbox *mb, const struct stat *sb, const struct timespec *now)
+{
+	struct idx_hdr	 h;
+	size_t		 len = mb->nmsgs * sizeof(*mb->msgs);
+	int64_t		 age_ms;
+	int		 fd;
+
+	age_ms = (int64_t)(now->tv_sec - sb->st_ctim.tv_sec) * 1000 +
+	    (now->tv_nsec - sb->st_ctim.tv_nsec) / 1000000;
+	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || age_ms < IDX_SETTLE_MS)
+		return;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, IDX_MAGIC, sizeof(h.magic));
+	h.version = 1;
+	h.recsize = sizeof(struct mbox_msg);
+	h.dev = (uint64_t)sb->st_dev;
+	h.ino = (uint64_t)sb->st_ino;
+	h.size = (uint64_t)mb->parsed_size;
+	h.mtime_sec = sb->st_mtim.tv_sec;
+	h.mtime_nsec = sb->st_mtim.tv_nsec;
+	h.ctime_sec = sb->st_ctim.tv_sec;
+	h.ctime_nsec = sb->st_ctim.tv_nsec;
+	h.nmsgs = mb->nmsgs;
+	h.rec_hash = hash64(mb->msgs, len);
+	h.check = hash64(&h, offsetof(struct idx_hdr, check));
+	if (priv_raise(mb) != 0)
+		return;
+	fd = open(mb->idxpath, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC, 0600);
+	priv_lower(mb);
+	if (fd == -1) {
+		log_debug("%s: no index: %s", mb->path, strerror(errno));
+		return;
+	}
+	/* The header goes last: a torn index fails its checks. */
+	if (!idx_file_ok(fd) || ftruncate(fd, 0) == -1 ||
+	    pwrite_full(fd, mb->msgs, len, sizeof(h)) == -1 ||
+	    pwrite_full(fd, &h, sizeof(h), 0) == -1)
+		log_warnx("%s: index not written", mb->idxpath);
+	close(fd);
+}
+
+/* After a commit the index describes a file that is gone. */
+static void
+idx_drop(struct mbox *mb)
+{
+	if (priv_raise(mb) != 0)
+		return;
+	if (unlink(mb->idxpath) == -1 && errno != ENOENT)
+		log_warn("unlink %s", mb->idxpath);
+	priv_lower(mb);
+}
+
 /* ---- open, send, commit -------------------------------------------- */
 
 static enum mbox_status
@@ -1225,6 +1449,7 @@ mbox_new(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
 	struct mbox	*mb;
 
 	size_t		 n = strlen(path) + sizeof(JNL_SUFFIX);
+	size_t		 ni = strlen(path) + sizeof(IDX_SUFFIX);
 
 	if ((mb = calloc(1, sizeof(*mb))) == NULL)
 		return MBOX_NOMEM;
@@ -1234,12 +1459,14 @@ mbox_new(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
 	if ((mb->path = strdup(path)) == NULL ||
 	    (mb->lockpath = malloc(n)) == NULL ||
 	    (mb->jnlpath = malloc(n)) == NULL ||
+	    (mb->idxpath = malloc(ni)) == NULL ||
 	    (mb->buf = malloc(CHUNK)) == NULL) {
 		mbox_close(mb);
 		return MBOX_NOMEM;
 	}
 	(void)snprintf(mb->lockpath, n, "%s.lock", path);
 	(void)snprintf(mb->jnlpath, n, "%s%s", path, JNL_SUFFIX);
+	(void)snprintf(mb->idxpath, ni, "%s%s", path, IDX_SUFFIX);
 	*mb_r = mb;
 	return MBOX_OK;
 }
@@ -1286,6 +1513,9 @@ mbox_open(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
 {
 	struct mbox	*mb;
 	struct stat	 sb;
+	struct timespec	 now;
+	off_t		 from = 0;
+	int		 indexed = 0;
 	enum mbox_status st;
 
 	if ((st = mbox_new(path, hooks, &mb)) != MBOX_OK)
@@ -1305,14 +1535,18 @@ mbox_open(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
 	if ((st = recover_locked(mb)) == MBOX_OK) {
 		if (fstat(mb->fd, &sb) == -1)
 			st = MBOX_IOERR;
-		else
-			st = parse(mb, sb.st_size);
+		else if ((indexed = idx_load(mb, &sb, &from)) != 1)
+			st = parse(mb, from, sb.st_size);
 	}
+	(void)clock_gettime(CLOCK_REALTIME, &now);
 	mbox_unlock(mb);
 	if (st != MBOX_OK) {
 		mbox_close(mb);
 		return st;
 	}
+	mb->indexed = indexed;
+	if (indexed != 1)
+		idx_save(mb, &sb, &now);
 	*mb_r = mb;
 	return MBOX_OK;
 }
@@ -1332,7 +1566,7 @@ mbox_parse_fd(int fd, struct mbox **mb_r)
 	}
 	mb->fd = fd;
 	mb->fd_borrowed = 1;
-	st = parse(mb, sb.st_size);
+	st = parse(mb, 0, sb.st_size);
 	if (st != MBOX_OK) {
 		mbox_close(mb);
 		return st;
@@ -1372,6 +1606,7 @@ mbox_close(struct mbox *mb)
 	free(mb->path);
 	free(mb->lockpath);
 	free(mb->jnlpath);
+	free(mb->idxpath);
 	free(mb);
 }
 
@@ -1429,6 +1664,12 @@ mbox_stat(const struct mbox *mb, size_t *count_r, uint64_t *octets_r)
 		}
 	*count_r = n;
 	*octets_r = o;
+}
+
+int
+mbox_indexed(const struct mbox *mb)
+{
+	return mb->indexed;
 }
 
 void
@@ -1489,8 +1730,7 @@ static enum mbox_status
 verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 {
 	struct stat	 sb;
-	size_t		 i, n;
-	ssize_t		 r;
+	size_t		 i;
 
 	if (fstat(mb->fd, &sb) == -1)
 		return MBOX_IOERR;
@@ -1506,17 +1746,7 @@ verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 		return MBOX_CHANGED;
 	}
 	for (i = from; i < mb->nmsgs; i++) {
-		const struct mbox_msg *mm = &mb->msgs[i];
-		size_t	 fl = (size_t)(mm->body_off - mm->from_off), hl;
-
-		hl = mm->next - mm->body_off > HEAD_HASHED ? HEAD_HASHED :
-		    (size_t)(mm->next - mm->body_off);
-		n = fl + hl;		/* <= LINE_KEEP + 2 + HEAD_HASHED */
-		r = pread_full(mb->fd, mb->buf, n, mm->from_off);
-		if (r != (ssize_t)n)
-			return MBOX_CHANGED;
-		if (hash64(mb->buf, mm->from_len) != mm->from_hash ||
-		    hash64(mb->buf + fl, hl) != mm->head_hash) {
+		if (!msg_intact(mb, i)) {
 			log_warnx("%s: rewritten by another program since it "
 			    "was read; nothing deleted", mb->path);
 			return MBOX_CHANGED;
@@ -1584,6 +1814,7 @@ mbox_commit(struct mbox *mb)
 		if (recover_locked(mb) == MBOX_OK)
 			st = MBOX_OK;
 	}
+	idx_drop(mb);
 done:
 	mbox_unlock(mb);
 	free(r);

@@ -99,6 +99,12 @@ enum mbox_status mbox_session_lock(const char *rundir, const char *path,
  */
 enum mbox_status mbox_parse_fd(int fd, struct mbox **mb_r);
 
+/*
+ * How mbox_open() got the table, for tests and the log: 0 parsed, 1 from
+ * the index, 2 from the index plus the mail added since.
+ */
+int		 mbox_indexed(const struct mbox *);
+
 /* File offsets of message idx, for tests: message bytes are [*start_r, *end_r). */
 void		 mbox_extent(const struct mbox *, size_t idx, off_t *start_r,
 		    off_t *end_r);
