@@ -1804,6 +1804,21 @@ mbox_commit(struct mbox *mb)
 			nr++;
 		}
 	}
+	if (nr == 0) {
+		/*
+		 * Nothing to keep after the first deletion (all deleted, or
+		 * the last ones, and no new mail): one truncation, which is
+		 * atomic by itself, and no journal.
+		 */
+		if (ftruncate(mb->fd, mb->msgs[first_del].from_off) == -1) {
+			log_warn("truncate %s", mb->path);
+			st = MBOX_IOERR;
+		} else if (fsync(mb->fd) == -1)
+			log_warn("sync %s (the messages are deleted)",
+			    mb->path);
+		idx_drop(mb);
+		goto done;
+	}
 	st = jnl_write_apply(mb, mb->fd, r, nr,
 	    (uint64_t)mb->msgs[first_del].from_off, (uint64_t)size);
 	if (st != MBOX_OK && access(mb->jnlpath, F_OK) == 0) {

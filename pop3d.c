@@ -490,6 +490,28 @@ unavailable(void)
 	exit(1);
 }
 
+/* The greeting, written at once; -1 when the client has gone. */
+static int
+greet(const char *banner)
+{
+	char	 line[700];
+	size_t	 len, off = 0;
+	ssize_t	 n;
+
+	len = (size_t)snprintf(line, sizeof(line), "+OK %s\r\n", banner);
+	if (len >= sizeof(line))
+		return -1;
+	while (off < len) {
+		n = write(STDOUT_FILENO, line + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		off += (size_t)n;
+	}
+	return 0;
+}
+
 /* The chroot of the pre-login process: empty, root's, closed to others. */
 static int
 chroot_ready(const char *dir)
@@ -533,7 +555,7 @@ chroot_ready(const char *dir)
  */
 static __attribute__((noreturn)) void
 prelogin(const struct pop3d_config *cf, int fd, uid_t uid, gid_t gid,
-    const char *banner, int cleartext_ok, const char *stamp, const char *peer)
+    int cleartext_ok, const char *stamp, const char *peer)
 {
 	struct session	 s;
 	struct io	*io;
@@ -554,10 +576,7 @@ prelogin(const struct pop3d_config *cf, int fd, uid_t uid, gid_t gid,
 	session_init(&s, io, ps_child_authenticate, &fd);
 	s.cleartext_ok = cleartext_ok;
 	s.apop_stamp = stamp;
-	if (session_greet(&s, banner) == -1)
-		end = END_EOF;
-	else
-		end = session_authorization(&s);
+	end = session_authorization(&s);
 	if (end == END_LOGIN) {
 		/* Replies to earlier pipelined commands leave first. */
 		if (io_flush(io) != IO_OK || ps_child_handover(fd, io) == -1)
@@ -608,14 +627,22 @@ separated_login(const struct pop3d_config *cf, struct login *lg,
 	gid = pw->pw_gid;
 	if (chroot_ready(cf->chroot_dir) == -1)
 		unavailable();
+	/*
+	 * Set up: the greeting leaves now, while the pre-login process is
+	 * made (the client's first command waits in the socket for it).
+	 */
+	if (greet(banner) == -1) {
+		log_end(END_EOF, NULL, lg->peer);
+		*exit_r = 1;
+		return 0;
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
 		fatal("socketpair");
 	if ((pid = fork()) == -1)
 		fatal("fork");
 	if (pid == 0) {
 		close(sv[0]);
-		prelogin(cf, sv[1], uid, gid, banner, cleartext_ok, stamp,
-		    lg->peer);
+		prelogin(cf, sv[1], uid, gid, cleartext_ok, stamp, lg->peer);
 	}
 	close(sv[1]);
 	ok = ps_monitor(sv[0], check_forked, lg, POP3_MAX_FAILS, &lg->user,
@@ -735,11 +762,6 @@ main(int argc, char *argv[])
 	memset(&lg, 0, sizeof(lg));
 	lg.cf = &cf;
 	lg.as_root = geteuid() == 0;
-	if (lg.as_root && *cf.mail_group != '\0' &&
-	    (gr = getgrnam(cf.mail_group)) != NULL) {
-		pg.mail_gid = gr->gr_gid;
-		have_mail_gid = 1;
-	}
 	if (cf.rundir == NULL) {
 		if (lg.as_root)
 			cf.rundir = DEFAULT_RUNDIR;
@@ -813,6 +835,12 @@ main(int argc, char *argv[])
 		else
 			st = mbox_session_lock(cf.rundir, lg.user.mailbox,
 			    &lockfd);
+		/* Looked up now: off the path to the greeting. */
+		if (lg.as_root && *cf.mail_group != '\0' &&
+		    (gr = getgrnam(cf.mail_group)) != NULL) {
+			pg.mail_gid = gr->gr_gid;
+			have_mail_gid = 1;
+		}
 		if (lg.as_root) {
 			pg.user_gid = lg.user.gid;
 			priv_drop(&lg.user, have_mail_gid ? &pg : NULL);

@@ -1,9 +1,8 @@
 /*
  * scan.c: vector byte loops for the parser and the body writer (see
- * scan.h).  Written with GCC vector extensions, built twice by
- * target_clones (AVX2 where the CPU has it, SSE2 everywhere else); the
- * scalar loops after them finish what is left and double as the
- * reference the unit tests compare against.
+ * scan.h), written with GCC vector extensions; the byte loops after them
+ * finish what is left.  The unit tests compare both with plain
+ * references.
  */
 #include <stdint.h>
 #include <string.h>
@@ -19,11 +18,15 @@
 typedef char		 vbytes __attribute__((vector_size(VEC)));
 typedef uint64_t	 vwords __attribute__((vector_size(VEC)));
 
-#if defined(__x86_64__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define VECTOR_CLONES	__attribute__((target_clones("avx2", "default")))
-#else
-#define VECTOR_CLONES
+/*
+ * On x86-64 the vector loop is built twice, for AVX2 and for the SSE2
+ * every such CPU has, and picked on first use from the CPU features
+ * glibc's loader has already read (no cpuid of our own at start-up: in
+ * a virtual machine each one traps, and pop3d starts per connection).
+ */
+#if defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__)
+#include <sys/platform/x86.h>
+#define SCAN_DISPATCH	1
 #endif
 
 /* A vector from unaligned bytes; is any lane set; the sum of byte lanes. */
@@ -42,8 +45,9 @@ vsum(const vbytes *acc)
 	return s;
 }
 
-VECTOR_CLONES size_t
-scan_lines(const char *buf, size_t len, struct scan_count *c, int *more_r)
+static inline __attribute__((always_inline)) size_t
+scan_lines_body(const char *buf, size_t len, struct scan_count *c,
+    int *more_r)
 {
 	const vbytes	 nl = (vbytes){ 0 } + '\n', cr = (vbytes){ 0 } + '\r',
 			 ef = (vbytes){ 0 } + 'F';
@@ -121,6 +125,38 @@ scan_lines(const char *buf, size_t len, struct scan_count *c, int *more_r)
 	c->crlf = crlf;
 	lf = memrchr(buf, '\n', len);
 	return lf == NULL ? 0 : (size_t)(lf - buf) + 1;
+}
+
+#ifdef SCAN_DISPATCH
+static __attribute__((target("avx2"))) size_t
+scan_lines_avx2(const char *buf, size_t len, struct scan_count *c,
+    int *more_r)
+{
+	return scan_lines_body(buf, len, c, more_r);
+}
+#endif
+
+static size_t
+scan_lines_base(const char *buf, size_t len, struct scan_count *c,
+    int *more_r)
+{
+	return scan_lines_body(buf, len, c, more_r);
+}
+
+size_t
+scan_lines(const char *buf, size_t len, struct scan_count *c, int *more_r)
+{
+	static size_t	(*fn)(const char *, size_t, struct scan_count *,
+			    int *);
+
+	if (fn == NULL) {
+		fn = scan_lines_base;
+#ifdef SCAN_DISPATCH
+		if (CPU_FEATURE_ACTIVE(AVX2))
+			fn = scan_lines_avx2;
+#endif
+	}
+	return fn(buf, len, c, more_r);
 }
 
 /*
