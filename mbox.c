@@ -79,19 +79,22 @@ const char *const mbox_status_text[MBOX_STATUS_MAX] = {
 	[MBOX_NOMEM] = "[SYS/TEMP] Out of memory",
 };
 
+/*
+ * One message, in 48 bytes: memory grows with the number of messages.
+ * Its bytes on file are [msg_body(), msg_end()); the next message (or
+ * the end of what was parsed) starts at msg_next().
+ */
 struct mbox_msg {
 	off_t		 from_off;	/* the From_ line */
-	off_t		 body_off;	/* the message: [body_off, end) */
-	off_t		 end;
-	off_t		 next;		/* the next From_ line, or EOF */
 	uint64_t	 size;		/* octets on the wire */
-	uint64_t	 from_hash;	/* hash64 of the From_ line */
-	uint64_t	 head_hash;	/* of its first HEAD_HASHED bytes */
-	uint32_t	 from_len;	/* the From_ line, terminator excluded */
+	uint64_t	 check;		/* hash of the From_ line and the head */
 	unsigned char	 uid[16];	/* MD5 of stable header lines */
 	uint32_t	 uid_seq;	/* 1, or n for the n-th identical uid */
-	uint8_t		 deleted;
-	uint8_t		 hidden;
+	uint16_t	 from_len;	/* the From_ line, terminator excluded */
+	uint8_t		 from_eol;	/* its terminator: 0, 1 or 2 bytes */
+	uint8_t		 frame : 2;	/* the empty line before msg_next() */
+	uint8_t		 deleted : 1;
+	uint8_t		 hidden : 1;
 };
 
 struct mbox {
@@ -115,6 +118,31 @@ struct mbox {
 	time_t			 dotlock_time;
 	char			*buf;		/* CHUNK bytes for send/commit */
 };
+
+static off_t
+msg_next(const struct mbox *mb, size_t i)
+{
+	return i + 1 < mb->nmsgs ? mb->msgs[i + 1].from_off : mb->parsed_size;
+}
+
+static off_t
+msg_body(const struct mbox_msg *m)
+{
+	return m->from_off + m->from_len + m->from_eol;
+}
+
+static off_t
+msg_end(const struct mbox *mb, size_t i)
+{
+	return msg_next(mb, i) - mb->msgs[i].frame;
+}
+
+/* What the commit re-checks: the From_ line's hash with the head's. */
+static uint64_t
+msg_check(uint64_t from_hash, uint64_t head_hash)
+{
+	return from_hash ^ (head_hash * 0x9e3779b97f4a7c15ULL);
+}
 
 struct jnl_hdr {
 	char		 magic[8];
@@ -436,7 +464,8 @@ struct parse {
 	int64_t		 clen;		/* Content-Length, or -1 */
 	off_t		 cl_end;	/* separators ignored before this */
 	size_t		 hashed;	/* message bytes in head[] */
-	char		 head[HEAD_HASHED];	/* the first, for head_hash */
+	char		 head[HEAD_HASHED];	/* the first, for the check */
+	uint64_t	 from_hash;	/* hash64 of cur's From_ line */
 	int		 prev_empty;
 	off_t		 prev_empty_off;
 };
@@ -565,15 +594,13 @@ msg_finish(struct mbox *mb, struct parse *p, off_t end_off)
 
 	if (m == NULL)
 		return;
-	if (p->prev_empty && p->prev_empty_off >= m->body_off) {
+	if (p->prev_empty && p->prev_empty_off >= msg_body(m)) {
 		/* The empty line before a separator is framing. */
-		m->end = p->prev_empty_off;
+		m->frame = (uint8_t)(end_off - p->prev_empty_off);
 		m->size -= 2;
-	} else
-		m->end = end_off;
-	m->next = end_off;
+	}
 	if (p->hashed < HEAD_HASHED)
-		m->head_hash = hash64(p->head, p->hashed);
+		m->check = msg_check(p->from_hash, hash64(p->head, p->hashed));
 	MD5Final(m->uid, &p->md5);
 	/*
 	 * UW and Dovecot keep folder data in a first message that no mail
@@ -715,9 +742,9 @@ parse(struct mbox *mb, off_t start, off_t fsize)
 			m = &mb->msgs[mb->nmsgs++];
 			memset(m, 0, sizeof(*m));
 			m->from_off = l.off;
-			m->body_off = l.off + (off_t)l.len;
-			m->from_hash = hash64(l.head, hl);
-			m->from_len = (uint32_t)hl;
+			m->from_len = (uint16_t)hl;
+			m->from_eol = (uint8_t)(l.len - hl);
+			p.from_hash = hash64(l.head, hl);
 			p.hashed = 0;
 			p.cur = m;
 			MD5Init(&p.md5);
@@ -743,7 +770,8 @@ parse(struct mbox *mb, off_t start, off_t fsize)
 			memcpy(p.head + p.hashed, l.head, n);
 			p.hashed += n;
 			if (p.hashed == HEAD_HASHED)
-				m->head_hash = hash64(p.head, p.hashed);
+				m->check = msg_check(p.from_hash,
+				    hash64(p.head, p.hashed));
 		}
 		if (m->size > UINT64_MAX - l.content - 2) {
 			st = MBOX_NOTMBOX;
@@ -1267,14 +1295,14 @@ static int
 msg_intact(struct mbox *mb, size_t i)
 {
 	const struct mbox_msg *m = &mb->msgs[i];
-	size_t		 fl = (size_t)(m->body_off - m->from_off), hl, n;
+	size_t		 fl = (size_t)(m->from_len + m->from_eol), hl, n;
+	off_t		 body = msg_body(m), next = msg_next(mb, i);
 
-	hl = m->next - m->body_off > HEAD_HASHED ? HEAD_HASHED :
-	    (size_t)(m->next - m->body_off);
+	hl = next - body > HEAD_HASHED ? HEAD_HASHED : (size_t)(next - body);
 	n = fl + hl;			/* <= LINE_KEEP + 2 + HEAD_HASHED */
 	return pread_full(mb->fd, mb->buf, n, m->from_off) == (ssize_t)n &&
-	    hash64(mb->buf, m->from_len) == m->from_hash &&
-	    hash64(mb->buf + fl, hl) == m->head_hash;
+	    msg_check(hash64(mb->buf, m->from_len),
+	    hash64(mb->buf + fl, hl)) == m->check;
 }
 
 /* Is the loaded table one the parser could have made of size bytes? */
@@ -1284,20 +1312,20 @@ idx_sane(const struct mbox *mb, off_t size)
 	const struct mbox_msg *m;
 	size_t		 i;
 
+	if (mb->nmsgs == 0 || mb->msgs[0].from_off != 0)
+		return 0;
 	for (i = 0; i < mb->nmsgs; i++) {
 		m = &mb->msgs[i];
-		if (m->from_off != (i == 0 ? 0 : mb->msgs[i - 1].next) ||
-		    m->body_off <= m->from_off ||
-		    m->body_off - m->from_off > LINE_KEEP + 2 ||
-		    m->from_len >= m->body_off - m->from_off ||
-		    m->end < m->body_off || m->next < m->end ||
-		    m->next - m->end > 2 ||
-		    m->size > 2 * (uint64_t)(m->end - m->body_off) + 2 ||
-		    m->uid_seq == 0 || m->uid_seq > mb->nmsgs ||
+		if (msg_next(mb, i) <= m->from_off || msg_next(mb, i) > size ||
+		    m->from_len < 5 || m->from_len > LINE_KEEP ||
+		    m->from_eol < 1 || m->from_eol > 2 ||
+		    msg_end(mb, i) < msg_body(m) ||
+		    m->size > 2 * (uint64_t)(msg_end(mb, i) - msg_body(m)) +
+		    2 || m->uid_seq == 0 || m->uid_seq > mb->nmsgs ||
 		    m->deleted || (m->hidden && i > 0))
 			return 0;
 	}
-	return mb->nmsgs > 0 && mb->msgs[mb->nmsgs - 1].next == size;
+	return 1;
 }
 
 static int
@@ -1331,7 +1359,7 @@ idx_load(struct mbox *mb, const struct stat *sb, off_t *resume_r)
 	if (!idx_file_ok(fd) || pread_full(fd, &h, sizeof(h), 0) !=
 	    (ssize_t)sizeof(h) ||
 	    memcmp(h.magic, IDX_MAGIC, sizeof(h.magic)) != 0 ||
-	    h.version != 1 || h.recsize != sizeof(struct mbox_msg) ||
+	    h.version != 2 || h.recsize != sizeof(struct mbox_msg) ||
 	    h.check != hash64(&h, offsetof(struct idx_hdr, check)) ||
 	    h.dev != (uint64_t)sb->st_dev || h.ino != (uint64_t)sb->st_ino ||
 	    h.size > (uint64_t)sb->st_size || h.nmsgs == 0 ||
@@ -1348,13 +1376,13 @@ idx_load(struct mbox *mb, const struct stat *sb, off_t *resume_r)
 		goto out;
 	mb->cap = n;
 	mb->nmsgs = n;
+	mb->parsed_size = (off_t)h.size;
 	if (pread_full(fd, mb->msgs, n * sizeof(*mb->msgs), sizeof(h)) !=
 	    (ssize_t)(n * sizeof(*mb->msgs)) ||
 	    hash64(mb->msgs, n * sizeof(*mb->msgs)) != h.rec_hash ||
 	    !idx_sane(mb, (off_t)h.size))
 		goto out;
 	if (h.size == (uint64_t)sb->st_size) {
-		mb->parsed_size = (off_t)h.size;
 		mb->first = mb->msgs[0].hidden;
 		ret = 1;
 		goto out;
@@ -1375,6 +1403,7 @@ out:
 		free(mb->msgs);
 		mb->msgs = NULL;
 		mb->nmsgs = mb->cap = 0;
+		mb->parsed_size = 0;
 	}
 	if (ret != 0)
 		log_debug("%s: index %s", mb->path, ret == 1 ? "used" :
@@ -1401,7 +1430,7 @@ idx_save(struct mbox *mb, const struct stat *sb, const struct timespec *now)
 		return;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, IDX_MAGIC, sizeof(h.magic));
-	h.version = 1;
+	h.version = 2;
 	h.recsize = sizeof(struct mbox_msg);
 	h.dev = (uint64_t)sb->st_dev;
 	h.ino = (uint64_t)sb->st_ino;
@@ -1675,8 +1704,8 @@ mbox_indexed(const struct mbox *mb)
 void
 mbox_extent(const struct mbox *mb, size_t idx, off_t *start_r, off_t *end_r)
 {
-	*start_r = mb->msgs[mb->first + idx].body_off;
-	*end_r = mb->msgs[mb->first + idx].end;
+	*start_r = msg_body(&mb->msgs[mb->first + idx]);
+	*end_r = msg_end(mb, mb->first + idx);
 }
 
 enum mbox_status
@@ -1684,13 +1713,13 @@ mbox_send(struct mbox *mb, size_t idx, struct io *io, int64_t max_body_lines)
 {
 	const struct mbox_msg *m = &mb->msgs[mb->first + idx];
 	struct io_body	 b;
-	off_t		 off = m->body_off;
+	off_t		 off = msg_body(m), end = msg_end(mb, mb->first + idx);
 	size_t		 n;
 	ssize_t		 r;
 
 	io_body_begin(&b, max_body_lines);
-	while (off < m->end && !b.done) {
-		n = m->end - off > CHUNK ? CHUNK : (size_t)(m->end - off);
+	while (off < end && !b.done) {
+		n = end - off > CHUNK ? CHUNK : (size_t)(end - off);
 		if ((r = pread_full(mb->fd, mb->buf, n, off)) < 0) {
 			log_warn("read %s", mb->path);
 			return MBOX_IOERR;
@@ -1785,11 +1814,11 @@ mbox_commit(struct mbox *mb)
 		/* Adjacent kept messages make one range. */
 		if (nr > 0 && r[nr - 1].off + (off_t)r[nr - 1].len ==
 		    mb->msgs[i].from_off)
-			r[nr - 1].len += (uint64_t)(mb->msgs[i].next -
+			r[nr - 1].len += (uint64_t)(msg_next(mb, i) -
 			    mb->msgs[i].from_off);
 		else {
 			r[nr].off = mb->msgs[i].from_off;
-			r[nr].len = (uint64_t)(mb->msgs[i].next -
+			r[nr].len = (uint64_t)(msg_next(mb, i) -
 			    mb->msgs[i].from_off);
 			nr++;
 		}
