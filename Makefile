@@ -81,6 +81,16 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@sh demo/run.sh
 
+# The benchmark against popa3d, Dovecot and GNU mailutils (README.md,
+# "Benchmark"):
+# installs its peers from Debian, runs on 127.0.0.1, prints one table.
+# make bench BENCH_ARGS=--quick for a short try.
+BENCH_ARGS ?=
+bench:
+	@sh tools/deps.sh demo
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 bench/bench.py $(BENCH_ARGS)
+
 SYSTEMDDIR ?= $(SYSCONFDIR)/systemd/system
 DOCDIR	?= $(PREFIX)/share/doc/pop3d
 FIXPATH	 = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g'
@@ -128,6 +138,6 @@ clean:
 	rm -rf tests/out
 	rm -rf tests/__pycache__ tests/e2e/__pycache__ .pytest_cache
 
-.PHONY: all units fuzzers fuzz deps check demo install uninstall clean
+.PHONY: all units fuzzers fuzz deps check demo bench install uninstall clean
 
 -include $(wildcard $(LIBSRCS:.c=.d) pop3d.d tests/unit/*.d)

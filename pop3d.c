@@ -345,21 +345,20 @@ lower_mail_group(void *arg)
 }
 
 /*
- * Drops root for good: the user's groups, gid and uid; the mail group
- * stays only as the saved gid, for dotlocks.  Proves the drop.
+ * Drops root for good: the user's uid and primary gid; the mail group
+ * stays only as the saved gid, for dotlocks.  The mailbox must be the
+ * user's own, so supplementary groups are of no use to a session and it
+ * runs without them (which also spares a walk of the group database).
+ * Proves the drop.
  */
 static void
 priv_drop(const struct auth_user *u, const struct privgroup *pg)
 {
-	gid_t	 groups[NGROUPS_MAX];
-	int	 ngroups = NGROUPS_MAX;
 	uid_t	 r, e, s;
 
 	if (u->uid == 0)
 		fatalx("refusing to run a session as uid 0");
-	if (getgrouplist(u->account, u->gid, groups, &ngroups) == -1)
-		fatalx("%s: too many groups", u->account);
-	if (setgroups((size_t)ngroups, groups) == -1)
+	if (setgroups(1, &u->gid) == -1)
 		fatal("setgroups");
 	if (setresgid(u->gid, u->gid, pg != NULL ? pg->mail_gid : u->gid) == -1)
 		fatal("setresgid");
