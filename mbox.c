@@ -112,6 +112,9 @@ struct mbox {
 	size_t			 nmsgs;		/* all, hidden included */
 	size_t			 cap;		/* msgs allocated */
 	int			 indexed;	/* see mbox_indexed() */
+	struct timespec		 parsed_ctime;	/* of the file as parsed */
+	struct timespec		 parsed_mtime;
+	int			 settled;	/* ctime told changes apart */
 	size_t			 first;		/* 1 when msgs[0] is hidden */
 	struct mbox_hooks	 hooks;
 	int			 dotlocked;
@@ -1412,6 +1415,21 @@ out:
 }
 
 /*
+ * Was the file's last change (sb) far enough before now, a time the
+ * locks were still held, that any later change gets a later ctime?
+ * (The kernel stamps ctime from a coarse clock.)
+ */
+static int
+settled(const struct stat *sb, const struct timespec *now)
+{
+	int64_t	 age_ms;
+
+	age_ms = (int64_t)(now->tv_sec - sb->st_ctim.tv_sec) * 1000 +
+	    (now->tv_nsec - sb->st_ctim.tv_nsec) / 1000000;
+	return age_ms >= IDX_SETTLE_MS;
+}
+
+/*
  * After a parse, with sb the mailbox as parsed and now the time the
  * locks were still held: leaves the table for the next session.  Best
  * effort; a change too recent to be told apart by ctime is not indexed.
@@ -1421,12 +1439,9 @@ idx_save(struct mbox *mb, const struct stat *sb, const struct timespec *now)
 {
 	struct idx_hdr	 h;
 	size_t		 len = mb->nmsgs * sizeof(*mb->msgs);
-	int64_t		 age_ms;
 	int		 fd;
 
-	age_ms = (int64_t)(now->tv_sec - sb->st_ctim.tv_sec) * 1000 +
-	    (now->tv_nsec - sb->st_ctim.tv_nsec) / 1000000;
-	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || age_ms < IDX_SETTLE_MS)
+	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || !settled(sb, now))
 		return;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, IDX_MAGIC, sizeof(h.magic));
@@ -1574,6 +1589,9 @@ mbox_open(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
 		return st;
 	}
 	mb->indexed = indexed;
+	mb->parsed_ctime = sb.st_ctim;
+	mb->parsed_mtime = sb.st_mtim;
+	mb->settled = settled(&sb, &now);
 	if (indexed != 1)
 		idx_save(mb, &sb, &now);
 	*mb_r = mb;
@@ -1774,6 +1792,17 @@ verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 		    "nothing deleted", mb->path);
 		return MBOX_CHANGED;
 	}
+	/*
+	 * Not written to since the parse (same size and times, which every
+	 * write moves): nothing to re-check.  Else re-check every message
+	 * the commit moves or deletes.
+	 */
+	if (mb->settled && sb.st_size == mb->parsed_size &&
+	    sb.st_ctim.tv_sec == mb->parsed_ctime.tv_sec &&
+	    sb.st_ctim.tv_nsec == mb->parsed_ctime.tv_nsec &&
+	    sb.st_mtim.tv_sec == mb->parsed_mtime.tv_sec &&
+	    sb.st_mtim.tv_nsec == mb->parsed_mtime.tv_nsec)
+		from = mb->nmsgs;
 	for (i = from; i < mb->nmsgs; i++) {
 		if (!msg_intact(mb, i)) {
 			log_warnx("%s: rewritten by another program since it "

@@ -635,6 +635,7 @@ separated_login(const struct pop3d_config *cf, struct login *lg,
 		*exit_r = 1;
 		return 0;
 	}
+	log_info("connection from %s", lg->peer);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
 		fatal("socketpair");
 	if ((pid = fork()) == -1)
@@ -786,7 +787,6 @@ main(int argc, char *argv[])
 	lg.peer = peer;
 	cf.auth.rhost = peer;
 	cleartext_ok = !cf.cleartext_protected || cf.marked_protected || local;
-	log_info("connection from %s", peer);
 	(void)setsockopt(STDOUT_FILENO, IPPROTO_TCP, TCP_NODELAY, &one,
 	    sizeof(one));
 
@@ -825,8 +825,10 @@ main(int argc, char *argv[])
 		s.apop_stamp = cf.auth.apop_stamp;
 		if (session_greet(&s, banner) == -1)
 			end = END_EOF;
-		else
+		else {
+			log_info("connection from %s", peer);
 			end = session_authorization(&s);
+		}
 	}
 	if (end == END_LOGIN) {
 		if (rundir_ready(cf.rundir) == -1)

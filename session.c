@@ -587,9 +587,11 @@ cmd_quit(struct session *s, struct pop3_cmdline *cl)
 		s->mbox_error = st;
 		return CMD_ERR_MBOX;
 	}
+	/* The client has its answer before the log has its line. */
+	reply(s, "pop3d signing off (%zu messages left)", nleft);
+	(void)io_flush(s->io);
 	log_info("%s: %zu (%llu) deleted, %zu (%llu) left", s->login, ndel,
 	    (unsigned long long)del, nleft, (unsigned long long)left);
-	reply(s, "pop3d signing off (%zu messages left)", nleft);
 	return CMD_OK;
 }
 
