@@ -1057,8 +1057,8 @@ jnl_unlink(struct mbox *mb, const char *path)
 		return -1;
 	r = unlink(path);
 	priv_lower(mb);
-	if (r == -1 && errno != ENOENT)
-		return -1;
+	if (r == -1)
+		return errno == ENOENT ? 0 : -1;	/* nothing to make durable */
 	return fsync_dir(path);
 }
 
