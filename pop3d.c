@@ -252,6 +252,19 @@ authenticate_here(void *arg, struct auth_request *req)
 	return st;
 }
 
+/* The last authentication process, to be reaped at the end. */
+static pid_t	 auth_child = -1;
+
+/* Reaps the authentication process, if one is left. */
+static void
+reap_auth_child(void)
+{
+	if (auth_child != -1)
+		while (waitpid(auth_child, NULL, 0) == -1 && errno == EINTR)
+			;
+	auth_child = -1;
+}
+
 /*
  * The monitor's check: runs authenticate() (PAM or the files, as root)
  * in a process that exits, so that nothing a module leaves behind stays
@@ -268,6 +281,7 @@ check_forked(void *arg, struct auth_request *req, struct auth_user *user_r)
 	ssize_t			 n;
 	int			 p[2], status;
 
+	reap_auth_child();
 	(void)clock_gettime(CLOCK_MONOTONIC, &start);
 	memset(&res, 0, sizeof(res));
 	res.status = AUTH_TEMPFAIL;
@@ -310,10 +324,20 @@ check_forked(void *arg, struct auth_request *req, struct auth_user *user_r)
 		n = -1;
 	}
 	close(p[0]);
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
-	if (n != (ssize_t)sizeof(res) || !WIFEXITED(status) ||
-	    WEXITSTATUS(status) != 0 || (res.status != AUTH_OK &&
+	/*
+	 * With its whole record in, the process has nothing left to do but
+	 * unmap itself: it is reaped at the end of the session rather than
+	 * waited for on the login's path.  Anything less: it is stopped.
+	 */
+	status = 0;
+	if (n == (ssize_t)sizeof(res))
+		auth_child = pid;
+	else {
+		(void)kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+			;
+	}
+	if (n != (ssize_t)sizeof(res) || (res.status != AUTH_OK &&
 	    res.status != AUTH_FAIL && res.status != AUTH_TEMPFAIL)) {
 		log_warnx("the authentication process failed");
 		res.status = AUTH_TEMPFAIL;
@@ -655,6 +679,8 @@ separated_login(const struct pop3d_config *cf, struct login *lg,
 		log_warnx("pre-login process failed after the login");
 		ok = 0;
 	}
+	if (!ok)
+		reap_auth_child();
 	return ok;
 }
 
@@ -864,6 +890,7 @@ main(int argc, char *argv[])
 	log_end(end, s.login, peer);
 	mbox_close(mb);
 	io_free(io);
+	reap_auth_child();
 	if (lockfd != -1)
 		close(lockfd);
 	return end == END_QUIT && s.mbox_error == MBOX_OK ? 0 : 1;
