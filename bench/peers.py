@@ -784,25 +784,32 @@ class Setup:
         with open(path, "w") as f:
             f.write(PAM_BODY)
 
-    def _popa3d_user(self):
-        comment = "popa3d for the pop3d benchmark (temporary)"
+    def _system_user(self, name, home):
+        """A system account `name` for the run, made and later removed
+        unless the machine already has one of its own.  Returns "own"
+        when it is the machine's, "left" when an interrupted run left
+        it, "made" when made now."""
+        comment = "%s for the pop3d benchmark (temporary)" % name
         try:
-            pw = pwd.getpwnam("popa3d")
+            pw = pwd.getpwnam(name)
         except KeyError:
             pw = None
         if pw is not None and pw.pw_gecos != comment:
-            log("using the existing popa3d user")
-        else:
-            self._later("user popa3d", lambda: (
-                run(["userdel", "popa3d"], check=False),
-                _groupdel_if("popa3d")))
-            if pw is None:
-                run(["useradd", "--system", "-U", "-d", "/var/lib/popa3d",
-                     "-M", "-s", "/usr/sbin/nologin", "-c", comment,
-                     "popa3d"])
-            else:
-                log("reusing the popa3d user left by an interrupted run")
-                self._later("/var/lib/popa3d", _rmdir_if_empty)
+            log("using the existing %s user" % name)
+            return "own"
+        self._later("user " + name, lambda: (
+            run(["userdel", name], check=False),
+            _groupdel_if(name)))
+        if pw is not None:
+            log("reusing the %s user left by an interrupted run" % name)
+            return "left"
+        run(["useradd", "--system", "-U", "-d", home, "-M",
+             "-s", "/usr/sbin/nologin", "-c", comment, name])
+        return "made"
+
+    def _popa3d_user(self):
+        if self._system_user("popa3d", "/var/lib/popa3d") == "left":
+            self._later("/var/lib/popa3d", _rmdir_if_empty)
         if not os.path.isdir("/var/lib/popa3d"):
             self._later("/var/lib/popa3d", _rmdir_if_empty)
             os.mkdir("/var/lib/popa3d", 0o755)
@@ -813,22 +820,7 @@ class Setup:
         that pop3d runs as installed (without it, it falls back to
         nobody and looks the account up through every NSS source on
         each connection)."""
-        comment = "pop3d for the pop3d benchmark (temporary)"
-        try:
-            pw = pwd.getpwnam("pop3d")
-        except KeyError:
-            pw = None
-        if pw is not None and pw.pw_gecos != comment:
-            log("using the existing pop3d user")
-            return
-        self._later("user pop3d", lambda: (
-            run(["userdel", "pop3d"], check=False),
-            _groupdel_if("pop3d")))
-        if pw is None:
-            run(["useradd", "--system", "-U", "-d", "/nonexistent", "-M",
-                 "-s", "/usr/sbin/nologin", "-c", comment, "pop3d"])
-        else:
-            log("reusing the pop3d user left by an interrupted run")
+        self._system_user("pop3d", "/nonexistent")
 
     def _mkdir(self, path, uid=0, gid=0, mode=0o755):
         os.makedirs(path, exist_ok=True)
