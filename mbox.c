@@ -140,6 +140,17 @@ msg_end(const struct mbox *mb, size_t i)
 	return msg_next(mb, i) - mb->msgs[i].frame;
 }
 
+/* Has the file kept the mtime and ctime it had (every write moves them)? */
+static int
+same_times(const struct stat *sb, const struct timespec *mtime,
+    const struct timespec *ctime)
+{
+	return sb->st_mtim.tv_sec == mtime->tv_sec &&
+	    sb->st_mtim.tv_nsec == mtime->tv_nsec &&
+	    sb->st_ctim.tv_sec == ctime->tv_sec &&
+	    sb->st_ctim.tv_nsec == ctime->tv_nsec;
+}
+
 /* What the commit re-checks: the From_ line's hash with the head's. */
 static uint64_t
 msg_check(uint64_t from_hash, uint64_t head_hash)
@@ -1284,10 +1295,8 @@ struct idx_hdr {
 	uint64_t	 dev;
 	uint64_t	 ino;
 	uint64_t	 size;
-	int64_t		 mtime_sec;
-	int64_t		 mtime_nsec;
-	int64_t		 ctime_sec;
-	int64_t		 ctime_nsec;
+	struct timespec	 mtime;
+	struct timespec	 ctime;
 	uint64_t	 nmsgs;
 	uint64_t	 rec_hash;	/* hash64 of the records */
 	uint64_t	 check;		/* hash64 of everything above */
@@ -1362,17 +1371,14 @@ idx_load(struct mbox *mb, const struct stat *sb, off_t *resume_r)
 	if (!idx_file_ok(fd) || pread_full(fd, &h, sizeof(h), 0) !=
 	    (ssize_t)sizeof(h) ||
 	    memcmp(h.magic, IDX_MAGIC, sizeof(h.magic)) != 0 ||
-	    h.version != 2 || h.recsize != sizeof(struct mbox_msg) ||
+	    h.version != 3 || h.recsize != sizeof(struct mbox_msg) ||
 	    h.check != hash64(&h, offsetof(struct idx_hdr, check)) ||
 	    h.dev != (uint64_t)sb->st_dev || h.ino != (uint64_t)sb->st_ino ||
 	    h.size > (uint64_t)sb->st_size || h.nmsgs == 0 ||
 	    h.nmsgs > h.size / 16)
 		goto out;
-	if (h.size == (uint64_t)sb->st_size &&
-	    (h.mtime_sec != sb->st_mtim.tv_sec ||
-	    h.mtime_nsec != sb->st_mtim.tv_nsec ||
-	    h.ctime_sec != sb->st_ctim.tv_sec ||
-	    h.ctime_nsec != sb->st_ctim.tv_nsec))
+	if (h.size == (uint64_t)sb->st_size && !same_times(sb, &h.mtime,
+	    &h.ctime))
 		goto out;		/* rewritten to the same size */
 	n = (size_t)h.nmsgs;
 	if ((mb->msgs = calloc(n, sizeof(*mb->msgs))) == NULL)
@@ -1407,8 +1413,7 @@ out:
 		mb->msgs = NULL;
 		mb->nmsgs = mb->cap = 0;
 		mb->parsed_size = 0;
-	}
-	if (ret != 0)
+	} else
 		log_debug("%s: index %s", mb->path, ret == 1 ? "used" :
 		    "used, new mail parsed");
 	return ret;
@@ -1430,30 +1435,28 @@ settled(const struct stat *sb, const struct timespec *now)
 }
 
 /*
- * After a parse, with sb the mailbox as parsed and now the time the
- * locks were still held: leaves the table for the next session.  Best
- * effort; a change too recent to be told apart by ctime is not indexed.
+ * After a parse, with sb the mailbox as parsed: leaves the table for the
+ * next session.  Best effort; a change too recent to be told apart by
+ * ctime (not mb->settled) is not indexed.
  */
 static void
-idx_save(struct mbox *mb, const struct stat *sb, const struct timespec *now)
+idx_save(struct mbox *mb, const struct stat *sb)
 {
 	struct idx_hdr	 h;
 	size_t		 len = mb->nmsgs * sizeof(*mb->msgs);
 	int		 fd;
 
-	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || !settled(sb, now))
+	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || !mb->settled)
 		return;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, IDX_MAGIC, sizeof(h.magic));
-	h.version = 2;
+	h.version = 3;
 	h.recsize = sizeof(struct mbox_msg);
 	h.dev = (uint64_t)sb->st_dev;
 	h.ino = (uint64_t)sb->st_ino;
 	h.size = (uint64_t)mb->parsed_size;
-	h.mtime_sec = sb->st_mtim.tv_sec;
-	h.mtime_nsec = sb->st_mtim.tv_nsec;
-	h.ctime_sec = sb->st_ctim.tv_sec;
-	h.ctime_nsec = sb->st_ctim.tv_nsec;
+	h.mtime = sb->st_mtim;
+	h.ctime = sb->st_ctim;
 	h.nmsgs = mb->nmsgs;
 	h.rec_hash = hash64(mb->msgs, len);
 	h.check = hash64(&h, offsetof(struct idx_hdr, check));
@@ -1593,7 +1596,7 @@ mbox_open(const char *path, const struct mbox_hooks *hooks, struct mbox **mb_r)
 	mb->parsed_mtime = sb.st_mtim;
 	mb->settled = settled(&sb, &now);
 	if (indexed != 1)
-		idx_save(mb, &sb, &now);
+		idx_save(mb, &sb);
 	*mb_r = mb;
 	return MBOX_OK;
 }
@@ -1798,10 +1801,7 @@ verify_unchanged(struct mbox *mb, size_t from, off_t *size_r)
 	 * the commit moves or deletes.
 	 */
 	if (mb->settled && sb.st_size == mb->parsed_size &&
-	    sb.st_ctim.tv_sec == mb->parsed_ctime.tv_sec &&
-	    sb.st_ctim.tv_nsec == mb->parsed_ctime.tv_nsec &&
-	    sb.st_mtim.tv_sec == mb->parsed_mtime.tv_sec &&
-	    sb.st_mtim.tv_nsec == mb->parsed_mtime.tv_nsec)
+	    same_times(&sb, &mb->parsed_mtime, &mb->parsed_ctime))
 		from = mb->nmsgs;
 	for (i = from; i < mb->nmsgs; i++) {
 		if (!msg_intact(mb, i)) {
@@ -1874,11 +1874,9 @@ mbox_commit(struct mbox *mb)
 		} else if (fsync(mb->fd) == -1)
 			log_warn("sync %s (the messages are deleted)",
 			    mb->path);
-		idx_drop(mb);
-		goto done;
-	}
-	st = jnl_write_apply(mb, mb->fd, r, nr,
-	    (uint64_t)mb->msgs[first_del].from_off, (uint64_t)size);
+	} else
+		st = jnl_write_apply(mb, mb->fd, r, nr,
+		    (uint64_t)mb->msgs[first_del].from_off, (uint64_t)size);
 	if (st != MBOX_OK && access(mb->jnlpath, F_OK) == 0) {
 		/*
 		 * The journal is durable, so the commit is decided: finish it
