@@ -87,8 +87,8 @@ demo:
 	@sh demo/run.sh
 
 # The benchmark against popa3d, Dovecot and GNU mailutils (README.md,
-# "Benchmark"):
-# installs its peers from Debian, runs on 127.0.0.1, prints one table.
+# "Performance"): installs its peers from Debian, runs on 127.0.0.1,
+# prints one table.
 # make bench BENCH_ARGS=--quick for a short try.
 BENCH_ARGS ?=
 bench:

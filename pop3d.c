@@ -513,28 +513,6 @@ unavailable(void)
 	exit(1);
 }
 
-/* The greeting, written at once; -1 when the client has gone. */
-static int
-greet(const char *banner)
-{
-	char	 line[700];
-	size_t	 len, off = 0;
-	ssize_t	 n;
-
-	len = (size_t)snprintf(line, sizeof(line), "+OK %s\r\n", banner);
-	if (len >= sizeof(line))
-		return -1;
-	while (off < len) {
-		n = write(STDOUT_FILENO, line + off, len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		off += (size_t)n;
-	}
-	return 0;
-}
-
 /* The chroot of the pre-login process: empty, root's, closed to others. */
 static int
 chroot_ready(const char *dir)
@@ -630,13 +608,13 @@ prelogin_account(const struct pop3d_config *cf)
 }
 
 /*
- * Root: forks the pre-login process and serves it as the monitor.
- * Returns 1 with lg->user and the handed-over input in *hand on a login;
+ * Root: greets the client through io, forks the pre-login process and
+ * serves it as the monitor.  Returns 1 with lg->user and the handed-over input in *hand on a login;
  * else 0 and the exit status for pop3d in *exit_r (0 after QUIT).
  */
 static int
 separated_login(const struct pop3d_config *cf, struct login *lg,
-    const char *banner, int cleartext_ok, const char *stamp,
+    struct io *io, const char *banner, int cleartext_ok, const char *stamp,
     struct ps_msg *hand, int *exit_r)
 {
 	const struct passwd	*pw;
@@ -654,7 +632,8 @@ separated_login(const struct pop3d_config *cf, struct login *lg,
 	 * Set up: the greeting leaves now, while the pre-login process is
 	 * made (the client's first command waits in the socket for it).
 	 */
-	if (greet(banner) == -1) {
+	if (io_printf(io, "+OK %s\r\n", banner) != IO_OK ||
+	    io_flush(io) != IO_OK) {
 		log_end(END_EOF, NULL, lg->peer);
 		*exit_r = 1;
 		return 0;
@@ -832,13 +811,16 @@ main(int argc, char *argv[])
 	if (lg.as_root) {
 		if (rundir_ready(cf.rundir) == -1)
 			unavailable();
-		if (!separated_login(&cf, &lg, banner, cleartext_ok,
-		    cf.auth.apop_stamp, &hand, &ch))
-			return ch;
 		if ((io = io_new(STDIN_FILENO, STDOUT_FILENO,
-		    cf.timeout)) == NULL ||
-		    io_preload(io, hand.data, hand.len) == -1)
+		    cf.timeout)) == NULL)
 			fatal("io_new");
+		if (!separated_login(&cf, &lg, io, banner, cleartext_ok,
+		    cf.auth.apop_stamp, &hand, &ch)) {
+			io_free(io);
+			return ch;
+		}
+		if (io_preload(io, hand.data, hand.len) == -1)
+			fatal("io_preload");
 		explicit_bzero(&hand, sizeof(hand));
 		session_init(&s, io, NULL, NULL);
 		end = END_LOGIN;
