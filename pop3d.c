@@ -645,6 +645,7 @@ separated_login(const struct pop3d_config *cf, struct login *lg,
 		fatal("fork");
 	if (pid == 0) {
 		close(sv[0]);
+		io_free(io);		/* the monitor's; the child makes its own */
 		prelogin(cf, sv[1], uid, gid, cleartext_ok, stamp, lg->peer);
 	}
 	close(sv[1]);
