@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -45,6 +46,22 @@ auth_name_valid(const char *name, size_t len)
 		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
 			return 0;
 	return 1;
+}
+
+int
+auth_tally_open(const struct auth_tally *t)
+{
+	return t->fails < AUTH_MAX_FAILS && t->tempfails < AUTH_MAX_TEMPFAILS;
+}
+
+int
+auth_tally_add(struct auth_tally *t, enum auth_status st)
+{
+	if (st == AUTH_FAIL)
+		t->fails++;
+	else if (st == AUTH_TEMPFAIL)
+		t->tempfails++;
+	return !auth_tally_open(t);
 }
 
 int
@@ -460,4 +477,58 @@ auth_check(const struct auth_config *cf, struct auth_request *req,
 		st = check_pam(cf, req, user_r);
 	explicit_bzero(req->pass, sizeof(req->pass));
 	return st;
+}
+
+enum auth_status
+auth_login(const struct auth_config *cf, int as_root, struct auth_request *req,
+    struct auth_user *user_r)
+{
+	enum auth_status st;
+
+	st = auth_check(cf, req, user_r);
+	if (st == AUTH_OK)
+		user_r->known = 1;
+	if (st == AUTH_OK && !as_root && user_r->uid != getuid()) {
+		log_warnx("%s: not running as root, so only uid %lu can be "
+		    "served", user_r->name, (unsigned long)getuid());
+		st = AUTH_FAIL;
+	} else if (st == AUTH_OK && user_r->uid == 0) {
+		log_warnx("%s: refusing to serve a mailbox as uid 0",
+		    user_r->name);
+		st = AUTH_FAIL;
+	}
+	return st;
+}
+
+void
+auth_log_result(enum auth_status st, const struct auth_user *u,
+    const char *name, const char *peer)
+{
+	if (st == AUTH_OK)
+		log_info("login ok: %s from %s", u->name, peer);
+	else if (st == AUTH_TEMPFAIL)
+		log_warnx("login failed from %s: authentication unavailable",
+		    peer);
+	else if (u->known)
+		log_notice("login failed: %s from %s", name, peer);
+	else
+		log_notice("login failed: unknown user from %s", peer);
+}
+
+void
+auth_fail_delay(const struct timespec *start, int ms)
+{
+	struct timespec	 now, left;
+	long long	 ns;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (long long)ms * 1000000LL -
+	    ((long long)(now.tv_sec - start->tv_sec) * 1000000000LL +
+	    (now.tv_nsec - start->tv_nsec));
+	if (ns <= 0)
+		return;
+	left.tv_sec = (time_t)(ns / 1000000000LL);
+	left.tv_nsec = (long)(ns % 1000000000LL);
+	while (nanosleep(&left, &left) == -1 && errno == EINTR)
+		;
 }

@@ -45,6 +45,25 @@ enum auth_status {
 	AUTH_TEMPFAIL	/* the check itself failed: "-ERR [SYS/TEMP]" */
 };
 
+/*
+ * How many checks one connection gets, counted the same way by the
+ * session and by the monitor: AUTH_MAX_FAILS wrong credentials, or
+ * AUTH_MAX_TEMPFAILS checks that could not be made (a PAM outage), and
+ * the connection ends.
+ */
+#define AUTH_MAX_FAILS		3
+#define AUTH_MAX_TEMPFAILS	3
+
+struct auth_tally {
+	int	 fails;
+	int	 tempfails;
+};
+
+/* Counts one outcome; returns 1 when no further check is allowed. */
+int		 auth_tally_add(struct auth_tally *, enum auth_status);
+/* Returns 1 when another check is allowed. */
+int		 auth_tally_open(const struct auth_tally *);
+
 struct auth_config {
 	const char	*pam_service;	/* used when passwd_file is NULL */
 	const char	*passwd_file;	/* name:crypt-hash:account:mailbox */
@@ -61,6 +80,25 @@ struct auth_config {
  */
 enum auth_status auth_check(const struct auth_config *, struct auth_request *,
 		    struct auth_user *user_r);
+
+/*
+ * auth_check() under pop3d's login policy: uid 0 is never served, and a
+ * pop3d that is not root serves only its own uid.  Sets user_r->known
+ * when the name exists.  Logs nothing: see auth_log_result().
+ */
+enum auth_status auth_login(const struct auth_config *, int as_root,
+		    struct auth_request *, struct auth_user *user_r);
+
+/*
+ * Logs the outcome of a login by name (the name the client sent; it is
+ * logged only when it exists) from peer: one line, and never a secret.
+ */
+void		 auth_log_result(enum auth_status, const struct auth_user *,
+		    const char *name, const char *peer);
+
+/* Makes a failed login cost at least ms milliseconds since *start. */
+struct timespec;
+void		 auth_fail_delay(const struct timespec *start, int ms);
 
 /*
  * Expands a mailbox template: %u the login name, %h the account's home,

@@ -37,6 +37,8 @@ const char *const cmd_result_text[CMD_RESULT_MAX] = {
 	    "failures, closing",
 	[CMD_ERR_AUTH_TEMP] = "[SYS/TEMP] Authentication is unavailable, "
 	    "try again later",
+	[CMD_ERR_AUTH_TEMP_LAST] = "[SYS/TEMP] Authentication is unavailable, "
+	    "try again later; closing",
 	[CMD_ERR_CLEARTEXT] = "[AUTH] Cleartext logins are refused on this "
 	    "connection; use TLS (port 995)",
 	[CMD_ERR_NOAPOP] = "APOP is not enabled",
@@ -173,20 +175,17 @@ login(struct session *s, struct auth_request *req)
 
 	st = s->authenticate(s->auth_arg, req);
 	explicit_bzero(req, sizeof(*req));
-	switch (st) {
-	case AUTH_OK:
+	if (st == AUTH_OK) {
 		s->end = END_LOGIN;
 		return CMD_OK;
-	case AUTH_TEMPFAIL:
-		return CMD_ERR_AUTH_TEMP;
-	case AUTH_FAIL:
-		break;
 	}
-	if (++s->failures >= POP3_MAX_FAILS) {
-		s->end = END_AUTHFAIL;
-		return CMD_ERR_AUTH_LAST;
+	/* The monitor counts by the same rule, and answers no more. */
+	if (auth_tally_add(&s->tally, st)) {
+		s->end = st == AUTH_TEMPFAIL ? END_TEMPFAIL : END_AUTHFAIL;
+		return st == AUTH_TEMPFAIL ? CMD_ERR_AUTH_TEMP_LAST :
+		    CMD_ERR_AUTH_LAST;
 	}
-	return CMD_ERR_AUTH;
+	return st == AUTH_TEMPFAIL ? CMD_ERR_AUTH_TEMP : CMD_ERR_AUTH;
 }
 
 static enum cmd_result
@@ -803,4 +802,36 @@ session_transaction(struct session *s, const char *login, struct mbox *mb,
 	    n, (unsigned long long)octets) != IO_OK)
 		return END_IOERR;
 	return session_loop(s);
+}
+
+void
+session_log_end(enum session_end end, const char *login, const char *peer)
+{
+	const char	*who = login != NULL ? login : "before login";
+
+	switch (end) {
+	case END_QUIT:
+	case END_LOGIN:
+	case END_NONE:
+		break;
+	case END_TIMEOUT:
+		log_info("timeout, %s from %s", who, peer);
+		break;
+	case END_EOF:
+		log_info("premature disconnect, %s from %s", who, peer);
+		break;
+	case END_AUTHFAIL:
+		log_notice("too many failed logins from %s", peer);
+		break;
+	case END_TEMPFAIL:
+		log_warnx("authentication unavailable, closing connection from %s",
+		    peer);
+		break;
+	case END_ABUSE:
+		log_notice("too many invalid commands from %s", peer);
+		break;
+	case END_IOERR:
+		log_info("session ended on an error, %s from %s", who, peer);
+		break;
+	}
 }

@@ -17,7 +17,6 @@
 #define POP3_LINE_MAX	255	/* octets, CRLF included (RFC 2449) */
 #define POP3_ARGS_MAX	2
 #define POP3_REPLY_MAX	512
-#define POP3_MAX_FAILS	3	/* failed logins before the connection ends */
 #define POP3_MAX_BAD	20	/* invalid commands before it ends (Dovecot's) */
 #define POP3_SASL_MAX	2048	/* a SASL continuation line (RFC 5034) */
 
@@ -41,6 +40,7 @@ enum cmd_result {
 	CMD_ERR_AUTH,
 	CMD_ERR_AUTH_LAST,
 	CMD_ERR_AUTH_TEMP,
+	CMD_ERR_AUTH_TEMP_LAST,
 	CMD_ERR_CLEARTEXT,
 	CMD_ERR_NOAPOP,
 	CMD_ERR_MECH,
@@ -62,6 +62,7 @@ enum session_end {
 	END_TIMEOUT,
 	END_IOERR,
 	END_AUTHFAIL,	/* too many failed logins */
+	END_TEMPFAIL,	/* authentication unavailable, too often */
 	END_ABUSE	/* too many invalid commands */
 };
 
@@ -85,7 +86,7 @@ struct session {
 	void			*auth_arg;
 	char			 user[AUTH_NAME_MAX];	/* from USER */
 	int			 have_user;
-	int			 failures;
+	struct auth_tally	 tally;		/* checks so far */
 	int			 bad;		/* invalid commands so far */
 	int			 cleartext_ok;	/* USER/PASS and PLAIN allowed */
 	const char		*apop_stamp;	/* NULL: APOP not offered */
@@ -119,6 +120,13 @@ enum session_end session_authorization(struct session *);
  */
 enum session_end session_transaction(struct session *, const char *login,
 		    struct mbox *mb, enum mbox_status st);
+
+/*
+ * Logs how a session ended (nothing for QUIT or a login): login is the
+ * user, or NULL before a login; peer names the client.
+ */
+void		 session_log_end(enum session_end, const char *login,
+		    const char *peer);
 
 /* Runs one command line (terminator stripped) and writes its reply. */
 void		 session_command(struct session *, char *line, size_t len);

@@ -352,8 +352,13 @@ def test_passwd_file_password_with_spaces_and_colon(pop3d_env):
 
 def test_passwd_file_missing_is_tempfail(pop3d_env):
     srv = start(pop3d_env, ["-f", str(pop3d_env.tmp / "nonexistent")])
-    for _ in range(3):
+    for _ in range(2):
         assert attempt(srv, "vuser", "vpass") == AUTH_TEMP
-    # Temporary failures are not held against the client.
-    assert attempt(srv, "vuser", "vpass") == AUTH_TEMP
-    quit_ok(srv)
+    # The third ends the connection, by the rule the monitor keeps too;
+    # temporary failures are not held against the client as failed logins.
+    assert attempt(srv, "vuser", "vpass") == AUTH_TEMP + "; closing"
+    srv.wait()
+    log = srv.log
+    assert "authentication unavailable, closing connection from" in log
+    assert "too many failed logins" not in log
+    assert "broke the protocol" not in log

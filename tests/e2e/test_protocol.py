@@ -571,7 +571,7 @@ def test_bad_command_line(pop3d_env, args, message):
 
 def test_version(pop3d_env):
     srv = pop3d_env.start(["-V"])
-    assert srv.read_until_eof() == b"pop3d 0.1\n"
+    assert srv.read_until_eof() == b"pop3d 0.2\n"
     srv.wait(0)
 
 

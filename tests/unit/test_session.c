@@ -457,16 +457,36 @@ test_pass_tempfail(void **state)
 	int		 i;
 
 	c->auth.result = AUTH_TEMPFAIL;
-	for (i = 0; i < 5; i++) {
+	for (i = 0; i < AUTH_MAX_TEMPFAILS - 1; i++) {
 		EXPECT(c, "USER alice", "+OK Send your password\r\n");
 		EXPECT(c, "PASS x", ERR_AUTH_TEMP);
 		assert_int_equal(c->s.end, END_NONE);
 	}
-	assert_int_equal(c->s.failures, 0);
+	/* Temporary failures are not wrong passwords. */
+	assert_int_equal(c->s.tally.fails, 0);
 	c->auth.result = AUTH_OK;
 	EXPECT(c, "USER alice", "+OK Send your password\r\n");
 	EXPECT(c, "PASS x", "");
 	assert_int_equal(c->s.end, END_LOGIN);
+}
+
+/* The monitor answers no more checks than this: the session stops first. */
+static void
+test_pass_tempfail_limit(void **state)
+{
+	struct conn	*c = *state;
+	int		 i;
+
+	c->auth.result = AUTH_TEMPFAIL;
+	for (i = 0; i < AUTH_MAX_TEMPFAILS - 1; i++) {
+		EXPECT(c, "USER alice", "+OK Send your password\r\n");
+		EXPECT(c, "PASS x", ERR_AUTH_TEMP);
+	}
+	EXPECT(c, "USER alice", "+OK Send your password\r\n");
+	EXPECT(c, "PASS x", "-ERR [SYS/TEMP] Authentication is unavailable, "
+	    "try again later; closing\r\n");
+	assert_int_equal(c->s.end, END_TEMPFAIL);
+	assert_int_equal(c->auth.calls, AUTH_MAX_TEMPFAILS);
 }
 
 static void
@@ -1047,6 +1067,7 @@ main(void)
 		T(test_pass_edge_values),
 		T(test_pass_fail_three_times),
 		T(test_pass_tempfail),
+		T(test_pass_tempfail_limit),
 		T(test_pass_without_user),
 		T(test_user_syntax),
 		T(test_keywords_case_insensitive),
