@@ -969,7 +969,12 @@ def test_prelogin_account_missing_or_root(box2, user):
 # ==== 5. The cost of a failed login ==============================================
 
 def timed(srv, line):
-    """Sends line; returns (reply bytes, seconds until the reply)."""
+    """Sends line; returns (reply bytes, seconds until the reply).
+
+    A lower bound on these seconds cannot flake: pop3d starts its clock
+    for the failure delay after it has read the line, so after t0, and
+    the delay is a sleep: load only makes the wait longer.  No upper
+    bound is asserted on them (speed belongs in bench/)."""
     t0 = time.monotonic()
     srv.send(line.encode() + b"\r\n")
     r = srv.readline()
@@ -990,13 +995,15 @@ def test_failure_delay(box2):
     assert r == (AUTH_LAST + "\r\n").encode() and t >= 0.3, (r, t)
     assert srv.read_until_eof() == b""
     srv.wait(1)
-    # A login that succeeds is not held back.
-    srv = env.start(["-D", "300"])
+    # A login that succeeds is not held back: with the longest delay
+    # there is (-D 60000), its reply still comes within IO_TIMEOUT (10 s),
+    # where a held-back one would take a minute.
+    srv = env.start(["-D", "60000"])
     assert srv.reply() == GREETING
     assert srv.cmd("USER alice") == "+OK Send your password"
     r, t = timed(srv, "PASS secret")
     assert r.startswith(b"+OK Maildrop has 2 ")
-    assert t < 0.3, f"a good login took {t:.3f}s with -D 300"
+    assert t < 60, f"a good login was held back ({t:.1f}s with -D 60000)"
     quit_ok(srv, 2)
 
 
@@ -1013,9 +1020,12 @@ def test_failure_delay_apop(box2):
 
 
 def test_unknown_user_and_wrong_password_look_alike(pop3d_env):
-    """-D 150: eight fresh sessions each, interleaved.  Every failure costs
-    at least 150 ms, the two kinds overlap and their medians are close, and
-    the replies are the same bytes."""
+    """-D 150: eight fresh sessions each, interleaved (so that load hits
+    both kinds alike).  Each failure went through the check (one log line
+    of its kind), costs at least the 150 ms delay (a causal bound), the
+    two medians are within a factor of two of each other (an unpadded
+    kind would cost a few ms, a kind that does 150 ms more work would
+    double), and the replies are the same bytes."""
     known, unknown, replies = [], [], set()
     for i in range(16):
         user = "alice" if i % 2 == 0 else "nosuchuser"
@@ -1028,12 +1038,16 @@ def test_unknown_user_and_wrong_password_look_alike(pop3d_env):
         assert srv.cmd("QUIT") == "+OK pop3d signing off"
         srv.read_until_eof()
         srv.wait(0)
+        failed = [l for l in srv.log.splitlines() if "login failed" in l]
+        want = "alice" if user == "alice" else "unknown user"
+        assert len(failed) == 1 and \
+            f"login failed: {want} from " in failed[0], srv.log
     assert replies == {(AUTH_FAIL + "\r\n").encode()}
     assert min(known + unknown) >= 0.15, (known, unknown)
-    assert max(known) >= min(unknown) and max(unknown) >= min(known), \
-        (known, unknown)
-    diff = abs(statistics.median(known) - statistics.median(unknown))
-    assert diff < 0.05, (diff, known, unknown)
+    mk, mu = statistics.median(known), statistics.median(unknown)
+    assert max(mk, mu) <= 2 * min(mk, mu), \
+        f"medians {mk:.3f}s (wrong password) and {mu:.3f}s (unknown " \
+        f"user) differ by more than a factor of two: {known} {unknown}"
 
 
 # ==== 6. The invalid-command limit ===============================================
@@ -1220,14 +1234,18 @@ def test_8bit_and_utf8_credentials(box2):
 
 
 def test_sasl_continuation_never_comes(pop3d_env):
+    """-t 1 holds while pop3d waits for the continuation: the session
+    ends by its timer (it says so), not before the second is up (t0 is
+    taken before the command, so the bound is causal), and well before
+    the harness's own -t 30 could end it (EOF within 20 s)."""
     srv = pop3d_env.start(timeout=1)
     assert srv.reply() == GREETING
     t0 = time.monotonic()
     assert srv.cmd("AUTH PLAIN") == "+ "
-    rest = srv.read_until_eof(timeout=5)
+    rest = srv.read_until_eof(timeout=20)
     took = time.monotonic() - t0
     assert rest in (b"", (SASL_CANCEL + "\r\n").encode()), rest
-    assert 0.9 <= took < 4, took
+    assert took >= 0.9, f"the session ended after {took:.2f}s, before -t 1"
     srv.wait(1)
     assert "pop3d: timeout, before login from local" in srv.log
 
@@ -1284,24 +1302,27 @@ def test_client_that_stops_reading_a_large_retr(pop3d_env):
     path = pop3d_env.write_mbox(chunk)
     age(path)
     before = snapshot(path)
+    # -t 2: pop3d gives up on the stalled client by its own timer (the
+    # log says so below); one that waits for the client forever is still
+    # there after 25 s.  How soon it gives up is not a pass/fail.
     srv = pop3d_env.login(timeout=2)
     srv.send(b"RETR 1\r\n")
     t0 = time.monotonic()
     pid = srv.proc.pid
     hwm = 0
-    while srv.proc.poll() is None and time.monotonic() - t0 < 15:
+    while srv.proc.poll() is None and time.monotonic() - t0 < 25:
         h = vm_hwm_kib(pid)
         if h is not None:
             hwm = max(hwm, h)
         time.sleep(0.05)
     took = time.monotonic() - t0
-    assert srv.proc.poll() is not None, "pop3d still runs 15 s after RETR"
+    assert srv.proc.poll() is not None, "pop3d still runs 25 s after RETR"
     srv.wait(1)
-    assert took < 8, f"pop3d took {took:.1f}s to give up on the client"
     assert_rss_below(hwm, 32, "session sending 20 MB to a stalled client")
     assert snapshot(path) == before
     assert pop3d_env.leftovers() == []
-    assert "pop3d: timeout, alice from local" in srv.log, srv.log
+    assert "pop3d: timeout, alice from local" in srv.log, \
+        f"pop3d ended after {took:.1f}s, not by its timeout:\n{srv.log}"
 
 
 @pytest.mark.parametrize("last", ["STAT", "DELE 1"])

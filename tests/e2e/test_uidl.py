@@ -7,8 +7,11 @@ in the middle of a commit and its recovery, and after a mail reader
 rewrote the headers it owns (Status:, X-Status:, Content-Length:, ...).
 Identical messages get "X", "X-2", "X-3" in file order; an X-UIDL:
 header planted by a sender is never used.
+
+The expected values come from tests/fixtures/*.uidl and
+tests/fixtures/uidl/*.uidl, made once with md5sum from the documented
+scheme (tests/fixtures/README.md), never from pop3d's code.
 """
-import hashlib
 import re
 import subprocess
 
@@ -17,7 +20,17 @@ import pytest
 from conftest import POP3D, REPO, deliver, make_message
 
 FAULT = REPO / "tests" / "fault" / "fault.so"
+FIXTURES = REPO / "tests" / "fixtures"
 UIDL_RE = re.compile(rb"[\x21-\x7e]{1,70}")
+
+
+def expected_uidls(name):
+    """The UIDLs of tests/fixtures/NAME.mbox, from NAME.uidl."""
+    return (FIXTURES / f"{name}.uidl").read_text().split()
+
+
+# make_message(n)'s UIDL is MADE[n - 1] (tests/fixtures/uidl/made.mbox).
+MADE = expected_uidls("uidl/made")
 
 
 # ---- helpers -------------------------------------------------------------------
@@ -50,34 +63,6 @@ def session_uidls(env, **kw):
     assert srv.cmd("QUIT").startswith("+OK pop3d signing off")
     srv.finish(0)
     return u
-
-
-def documented_uidl(chunk):
-    """README: the MD5 of the From_ line and the header lines mail readers
-    never rewrite (the first Received:, Delivered-To:, X-Delivery-ID:,
-    and Date:/Message-ID: before any Received:), each hashed as its first
-    4096 bytes without the line ending, plus LF; as 32 hex digits."""
-    lines = chunk.split(b"\n")
-    h = hashlib.md5()
-
-    def add(line):
-        line = line[:-1] if line.endswith(b"\r") else line
-        h.update(line[:4096] + b"\n")
-    add(lines[0])
-    received = 0
-    for line in lines[1:]:
-        if line in (b"", b"\r"):
-            break
-        low = line.lower()
-        if low.startswith(b"received:"):
-            if received == 0:
-                add(line)
-            received += 1
-        elif low.startswith((b"delivered-to:", b"x-delivery-id:")):
-            add(line)
-        elif received == 0 and low.startswith((b"date:", b"message-id:")):
-            add(line)
-    return h.hexdigest()
 
 
 def rewrite_in_place(path, data):
@@ -136,8 +121,31 @@ def test_uidls_same_in_every_session(pop3d_env):
 
 def test_uidls_are_the_documented_hash(pop3d_env):
     chunks = mixed_mailbox()
-    pop3d_env.write_mbox(b"".join(chunks))
-    assert session_uidls(pop3d_env) == [documented_uidl(c) for c in chunks]
+    fixture = (FIXTURES / "uidl" / "mixed.mbox").read_bytes()
+    assert b"".join(chunks) == fixture, "uidl/mixed.mbox is not " \
+        "mixed_mailbox(): remake both (tests/fixtures/README.md)"
+    pop3d_env.write_mbox(fixture)
+    assert session_uidls(pop3d_env) == expected_uidls("uidl/mixed")
+
+
+def test_made_messages_are_the_fixture():
+    """MADE is the UIDL of make_message(n) only while made.mbox holds it."""
+    made = b"".join(make_message(n)[0] for n in range(1, len(MADE) + 1))
+    assert made == (FIXTURES / "uidl" / "made.mbox").read_bytes(), \
+        "uidl/made.mbox is not make_message(1..8): remake it and its " \
+        ".uidl (tests/fixtures/README.md)"
+
+
+FIXTURE_UIDLS = sorted(p.relative_to(FIXTURES).with_suffix("").as_posix()
+                       for p in FIXTURES.glob("**/*.uidl"))
+
+
+@pytest.mark.parametrize("name", FIXTURE_UIDLS)
+def test_fixture_uidls(pop3d_env, name):
+    """Every fixture mailbox with a .uidl file: pop3d lists exactly those
+    UIDLs, in that order."""
+    pop3d_env.write_mbox((FIXTURES / f"{name}.mbox").read_bytes())
+    assert session_uidls(pop3d_env) == expected_uidls(name)
 
 
 # ---- deletions and new mail ----------------------------------------------------------
@@ -185,7 +193,7 @@ def test_new_mail_gets_new_uidls_old_keep_theirs(pop3d_env):
     final = session_uidls(pop3d_env)
     assert final[:-1] == after[:1] + after[2:]
     assert final[-1] not in after
-    assert final[-1] == documented_uidl(new2)
+    assert final[-1] == MADE[8 - 1]
 
 
 # ---- sessions that ended without QUIT --------------------------------------------------
@@ -302,7 +310,7 @@ def test_identical_messages_get_suffixes_in_file_order(pop3d_env):
     chunks = [x, y, x, x, y]
     path = pop3d_env.write_mbox(b"".join(chunks))
     u = session_uidls(pop3d_env)
-    base_x, base_y = documented_uidl(x), documented_uidl(y)
+    base_x, base_y = MADE[1 - 1], MADE[2 - 1]
     assert u == [base_x, base_y, base_x + "-2", base_x + "-3", base_y + "-2"]
     # Deleting a later copy, or another message, leaves the others alone.
     srv = pop3d_env.login()
@@ -322,7 +330,7 @@ def test_messages_differing_only_in_rewritable_headers(pop3d_env):
     x_read = x[:i + 1] + b"Status: RO\n" + x[i + 1:]
     pop3d_env.write_mbox(x + x_read)
     u = session_uidls(pop3d_env)
-    assert u == [documented_uidl(x), documented_uidl(x) + "-2"]
+    assert u == [MADE[1 - 1], MADE[1 - 1] + "-2"]
 
 
 # ---- headers that mail readers rewrite -------------------------------------------------
@@ -386,7 +394,7 @@ def test_planted_x_uidl_is_not_used(pop3d_env):
     a = make_message(1, extra_headers=b"X-UIDL: planted\n")[0]
     b = make_message(2, extra_headers=b"X-UIDL: planted\n")[0]
     c = make_message(3)[0]
-    c_uidl = documented_uidl(c)
+    c_uidl = MADE[3 - 1]
     # A message that claims c's UIDL, one with a UIDL that is not even
     # valid, and one whose X-UIDL is the only header that differs.
     d = make_message(4, extra_headers=b"X-UIDL: %s\n" % c_uidl.encode())[0]
@@ -398,8 +406,9 @@ def test_planted_x_uidl_is_not_used(pop3d_env):
     u = session_uidls(pop3d_env)
     assert "planted" not in u and "other" not in u
     assert u[2] == c_uidl
-    assert u[3] != c_uidl and u[3] == documented_uidl(d)
-    assert u[:2] == [documented_uidl(a), documented_uidl(b)]
-    assert u[4] == documented_uidl(e)
+    # X-UIDL is not hashed: each has the UIDL of its message without it.
+    assert u[3] != c_uidl and u[3] == MADE[4 - 1]
+    assert u[:2] == [MADE[1 - 1], MADE[2 - 1]]
+    assert u[4] == MADE[5 - 1]
     # f differs from c only in X-UIDL, which is not hashed.
     assert u[5] == c_uidl + "-2"

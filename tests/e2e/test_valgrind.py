@@ -3,7 +3,7 @@ authentication processes it forks: a session with every command,
 failed logins, an over-long line, and a commit; then the error paths of
 a refused mailbox.  No invalid access, no definite or indirect leak.  (The
 ASan/UBSan build is covered by `make check SANITIZE=1`; valgrind cannot run
-an ASan binary, so this test then checks that the binary is instrumented.)"""
+an ASan binary, so there each case reports a skip that says so.)"""
 import shutil
 import subprocess
 
@@ -15,8 +15,10 @@ SUPP = HERE / "valgrind.supp"
 
 
 def is_asan_build():
-    out = subprocess.run(["nm", "-D", POP3D], capture_output=True, text=True)
-    return "__asan_init" in out.stdout
+    """The binary calls ASan's runtime (the symbol name is in its dynamic
+    symbol table, which is what nm -D or strings would show)."""
+    with open(POP3D, "rb") as f:
+        return b"__asan_init" in f.read()
 
 
 def valgrind(pop3d_env, commands, args=()):
@@ -42,8 +44,8 @@ def valgrind(pop3d_env, commands, args=()):
 ], ids=["full-session", "disconnect", "three-failures"])
 def test_memcheck_clean(pop3d_env, script, expect_rc):
     if is_asan_build():
-        assert shutil.which("nm")
-        return      # the sanitizers check this build
+        pytest.skip(f"{POP3D} is an ASan build, which valgrind cannot run "
+                    "(the sanitizers check it)")
     assert shutil.which("valgrind"), "make check installs valgrind"
     data, chunks, wires = build_mbox(3)
     path = pop3d_env.write_mbox(data)
