@@ -38,7 +38,7 @@
 #include "auth.h"
 #include "io.h"
 #include "log.h"
-#include "mbox.h"
+#include "maildrop.h"
 #include "privsep.h"
 #include "session.h"
 
@@ -441,10 +441,10 @@ parse_timeout(const char *arg)
 
 /* pop3d -r MAILBOX: finish an interrupted commit, as the file's owner. */
 static int
-recover_only(const struct pop3d_config *cf, struct mbox_hooks *hooks)
+recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
 {
 	struct stat	 sb;
-	enum mbox_status st;
+	enum maildrop_status st;
 
 	if (geteuid() == 0) {
 		if (lstat(cf->recover, &sb) == -1)
@@ -459,9 +459,9 @@ recover_only(const struct pop3d_config *cf, struct mbox_hooks *hooks)
 		hooks->priv_raise = NULL;
 		hooks->priv_lower = NULL;
 	}
-	st = mbox_recover(cf->recover, hooks);
-	if (st != MBOX_OK) {
-		log_warnx("%s: %s", cf->recover, mbox_status_text[st]);
+	st = maildrop_recover(cf->recover, hooks);
+	if (st != MAILDROP_OK) {
+		log_warnx("%s: %s", cf->recover, maildrop_status_text[st]);
 		return 1;
 	}
 	log_info("%s: consistent", cf->recover);
@@ -671,16 +671,16 @@ main(int argc, char *argv[])
 	struct login		 lg;
 	struct session		 s;
 	struct privgroup	 pg;
-	struct mbox_hooks	 hooks;
+	struct maildrop_hooks	 hooks;
 	struct ps_msg		 hand;
-	struct mbox		*mb = NULL;
+	struct maildrop		*mb = NULL;
 	struct group		*gr;
 	struct io		*io;
 	char			 peer[INET6_ADDRSTRLEN + 64];
 	char			 rundir[PATH_MAX], chrootdir[PATH_MAX];
 	char			 stamp[512], banner[600];
 	enum session_end	 end;
-	enum mbox_status	 st;
+	enum maildrop_status	 st;
 	uint64_t		 n;
 	int			 ch, lockfd = -1, one = 1, have_mail_gid = 0;
 	int			 local, cleartext_ok;
@@ -841,9 +841,9 @@ main(int argc, char *argv[])
 	}
 	if (end == END_LOGIN) {
 		if (rundir_ready(cf.rundir) == -1)
-			st = MBOX_IOERR;
+			st = MAILDROP_IOERR;
 		else
-			st = mbox_session_lock(cf.rundir, lg.user.mailbox,
+			st = maildrop_session_lock(cf.rundir, lg.user.mailbox,
 			    &lockfd);
 		/* Looked up now: off the path to the greeting. */
 		if (lg.as_root && *cf.mail_group != '\0' &&
@@ -863,18 +863,18 @@ main(int argc, char *argv[])
 		log_debug("session process %ld: uid %lu, gid %lu",
 		    (long)getpid(), (unsigned long)getuid(),
 		    (unsigned long)getgid());
-		if (st == MBOX_OK)
-			st = mbox_open(lg.user.mailbox, &hooks, &mb);
-		if (st != MBOX_OK)
+		if (st == MAILDROP_OK)
+			st = maildrop_open(lg.user.mailbox, &hooks, &mb);
+		if (st != MAILDROP_OK)
 			log_warnx("%s: %s: %s", lg.user.name, lg.user.mailbox,
-			    mbox_status_text[st]);
+			    maildrop_status_text[st]);
 		end = session_transaction(&s, lg.user.name, mb, st);
 	}
 	log_end(end, s.login, peer);
-	mbox_close(mb);
+	maildrop_close(mb);
 	io_free(io);
 	reap_auth_child();
 	if (lockfd != -1)
 		close(lockfd);
-	return end == END_QUIT && s.mbox_error == MBOX_OK ? 0 : 1;
+	return end == END_QUIT && s.maildrop_error == MAILDROP_OK ? 0 : 1;
 }
