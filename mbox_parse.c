@@ -152,8 +152,9 @@ struct parse {
 
 
 /*
- * The header fields the parser itself needs: Content-Length, and the
- * marks of a folder-data pseudo-message.  The UID takes its own.
+ * One header line: the fields the UID is made of go to mbox_uid_header();
+ * the parser itself needs Content-Length and the marks of a folder-data
+ * pseudo-message.
  */
 static void
 parse_header(struct parse *p, const struct line *l, size_t msgno)
@@ -161,10 +162,15 @@ parse_header(struct parse *p, const struct line *l, size_t msgno)
 	const char	*v, *end;
 	int64_t		 n;
 
-	mbox_uid_header(&p->uid, l);
 	/* Most header lines are none of these: one look at the first byte. */
 	switch (l->head[0] | 0x20) {
+	case 'd':
+	case 'm':
+	case 'r':
+		mbox_uid_header(&p->uid, l);
+		return;
 	case 'x':
+		mbox_uid_header(&p->uid, l);
 		if (msgno == 0 && (header_is(l, "X-IMAP:") ||
 		    header_is(l, "X-IMAPbase:")))
 			p->folder_ximap = 1;
