@@ -173,9 +173,9 @@ int		 mbox_msg_intact(struct maildrop *mb, size_t i);
 
 /*
  * mbox_uidl.c: the UID of one message is the MD5 of its From_ line and
- * of the header lines mail readers never rewrite.  uid_begin() starts it
- * from the From_ line, uid_header() takes each header line, uid_end()
- * writes the digest.  received counts the Received: lines seen.  The
+ * of the header lines mail readers never rewrite.  mbox_uid_begin()
+ * starts it from the From_ line, mbox_uid_header() takes a header line,
+ * mbox_uid_end() writes the digest.  received counts the Received: lines seen.  The
  * parser passes only the header lines that start with D, M, R or X, the
  * initials of every field the UID takes.
  */

@@ -33,14 +33,16 @@
  * What is durable when, and the invariants recovery relies on:
  *
  *   - Until step 2's directory fsync returns, the mailbox has not been
- *     written at all: failing there leaves the old mailbox and deletes
- *     nothing.  Once it has returned, the commit is decided: JOURNAL with
- *     a valid slot A holds the whole new tail (its data was fsynced
- *     before slot A was written), and any later failure is finished by
- *     recovery, now or in the next session.
+ *     written at all: failing there removes the journal and deletes
+ *     nothing (should the removal fail too, the whole journal is left
+ *     and the commit completes instead).  Once it has returned, the
+ *     commit is decided: JOURNAL with a valid slot A holds the whole new
+ *     tail (its data was fsynced before slot A was written), and any
+ *     later failure is finished by recovery, now or in the next session.
  *   - "JOURNAL.new" is never more than an unfinished step 2; recovery
- *     removes it.  A JOURNAL whose slot A is not valid cannot be ours
- *     (the rename came after slot A was durable); it is removed too.
+ *     removes it.  A JOURNAL whose slot A is not valid was never a
+ *     decided commit (the rename comes after slot A is durable), so the
+ *     mailbox was not touched; it is removed too.
  *   - A commit deletes something, so L < S - X: the marker always has at
  *     least one byte of room at X + L, inside the old file.
  *   - Nothing shrinks the file before slot B is durable (step 4 comes
