@@ -31,8 +31,9 @@ ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
 $(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
 endif
 
-LIBSRCS	 = auth.c io.c log.c mbox.c monitor.c peer.c prelogin.c privdrop.c \
-	   privsep.c scan.c session.c
+LIBSRCS	 = auth.c io.c log.c maildrop.c mbox.c mbox_from.c mbox_index.c \
+	   mbox_journal.c mbox_lock.c mbox_parse.c mbox_uidl.c monitor.c \
+	   peer.c prelogin.c privdrop.c privsep.c scan.c session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = $(patsubst %.c,%,$(wildcard tests/unit/test_*.c))
 FAULTLIB = tests/fault/fault.so

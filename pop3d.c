@@ -34,7 +34,7 @@
 #include "auth.h"
 #include "io.h"
 #include "log.h"
-#include "mbox.h"
+#include "maildrop.h"
 #include "monitor.h"
 #include "peer.h"
 #include "pop3d.h"
@@ -152,10 +152,10 @@ parse_timeout(const char *arg)
 
 /* pop3d -r MAILBOX: finish an interrupted commit, as the file's owner. */
 static int
-recover_only(const struct pop3d_config *cf, struct mbox_hooks *hooks)
+recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
 {
 	struct stat	 sb;
-	enum mbox_status st;
+	enum maildrop_status st;
 
 	if (geteuid() == 0) {
 		if (lstat(cf->recover, &sb) == -1)
@@ -165,9 +165,9 @@ recover_only(const struct pop3d_config *cf, struct mbox_hooks *hooks)
 			    cf->recover);
 		privdrop_permanently(sb.st_uid, sb.st_gid);
 	}
-	st = mbox_recover(cf->recover, hooks);
-	if (st != MBOX_OK) {
-		log_warnx("%s: %s", cf->recover, mbox_status_text[st]);
+	st = maildrop_recover(cf->recover, hooks);
+	if (st != MAILDROP_OK) {
+		log_warnx("%s: %s", cf->recover, maildrop_status_text[st]);
 		return 1;
 	}
 	log_info("%s: consistent", cf->recover);
@@ -317,14 +317,14 @@ main(int argc, char *argv[])
 	struct auth_user	 user;
 	struct here		 here;
 	struct session		 s;
-	struct mbox_hooks	 hooks;
+	struct maildrop_hooks	 hooks;
 	struct ps_msg		*hand;
-	struct mbox		*mb = NULL;
+	struct maildrop	*mb = NULL;
 	struct io		*io;
 	char			 rundir[PATH_MAX], chrootdir[PATH_MAX];
 	char			 stamp[512], banner[600];
 	enum session_end	 end;
-	enum mbox_status	 st;
+	enum maildrop_status	 st;
 	int			 lockfd = -1, one = 1, as_root, cleartext_ok;
 	int			 ok, status;
 
@@ -391,27 +391,27 @@ main(int argc, char *argv[])
 	}
 	if (end == END_LOGIN) {
 		if (rundir_ready(cf.rundir) == -1)
-			st = MBOX_IOERR;
+			st = MAILDROP_IOERR;
 		else
-			st = mbox_session_lock(cf.rundir, user.mailbox,
+			st = maildrop_session_lock(cf.rundir, user.mailbox,
 			    &lockfd);
 		if (as_root)
 			privdrop_permanently(user.uid, user.gid);
 		log_debug("session process %ld: uid %lu, gid %lu",
 		    (long)getpid(), (unsigned long)getuid(),
 		    (unsigned long)getgid());
-		if (st == MBOX_OK)
-			st = mbox_open(user.mailbox, &hooks, &mb);
-		if (st != MBOX_OK)
+		if (st == MAILDROP_OK)
+			st = maildrop_open(user.mailbox, &hooks, &mb);
+		if (st != MAILDROP_OK)
 			log_warnx("%s: %s: %s", user.name, user.mailbox,
-			    mbox_status_text[st]);
+			    maildrop_status_text[st]);
 		end = session_transaction(&s, user.name, mb, st);
 	}
 	session_log_end(end, s.login, peer.name);
-	mbox_close(mb);
+	maildrop_close(mb);
 	io_free(io);
 	monitor_reap();
 	if (lockfd != -1)
 		close(lockfd);
-	return end == END_QUIT && s.mbox_error == MBOX_OK ? 0 : 1;
+	return end == END_QUIT && s.maildrop_error == MAILDROP_OK ? 0 : 1;
 }

@@ -14,7 +14,7 @@
 #include "auth.h"
 #include "io.h"
 #include "log.h"
-#include "mbox.h"
+#include "maildrop.h"
 #include "session.h"
 
 #define ANY_STATE	(STATE_AUTHORIZATION | STATE_TRANSACTION)
@@ -46,7 +46,7 @@ const char *const cmd_result_text[CMD_RESULT_MAX] = {
 	[CMD_ERR_SASL_CANCEL] = "Authentication cancelled",
 	[CMD_ERR_SASL_BAD] = "[AUTH] Invalid SASL response",
 	[CMD_ERR_ABUSE] = "Too many invalid commands, closing",
-	[CMD_ERR_MBOX] = "",
+	[CMD_ERR_MAILDROP] = "",
 };
 
 
@@ -140,9 +140,9 @@ get_msg(struct session *s, const char *arg, int allow_deleted, size_t *idx_r)
 
 	if (session_parse_number(arg, UINT64_MAX, &msn) == -1)
 		return CMD_ERR_NUMBER;
-	if (msn == 0 || msn > mbox_count(s->mbox))
+	if (msn == 0 || msn > maildrop_count(s->maildrop))
 		return CMD_ERR_NOMSG;
-	if (!allow_deleted && mbox_deleted(s->mbox, (size_t)msn - 1))
+	if (!allow_deleted && maildrop_deleted(s->maildrop, (size_t)msn - 1))
 		return CMD_ERR_DELETED;
 	*idx_r = (size_t)msn - 1;
 	return CMD_OK;
@@ -404,7 +404,7 @@ cmd_stat(struct session *s, struct pop3_cmdline *cl)
 	uint64_t	 octets;
 
 	(void)cl;
-	mbox_stat(s->mbox, &n, &octets);
+	maildrop_stat(s->maildrop, &n, &octets);
 	reply(s, "%zu %llu", n, (unsigned long long)octets);
 	return CMD_OK;
 }
@@ -412,12 +412,12 @@ cmd_stat(struct session *s, struct pop3_cmdline *cl)
 static void
 body_list(struct session *s)
 {
-	size_t	 i, n = mbox_count(s->mbox);
+	size_t	 i, n = maildrop_count(s->maildrop);
 
 	for (i = 0; i < n; i++)
-		if (!mbox_deleted(s->mbox, i) &&
+		if (!maildrop_deleted(s->maildrop, i) &&
 		    io_printf(s->io, "%zu %llu\r\n", i + 1,
-		    (unsigned long long)mbox_size(s->mbox, i)) != IO_OK)
+		    (unsigned long long)maildrop_size(s->maildrop, i)) != IO_OK)
 			return;
 	(void)io_write(s->io, ".\r\n", 3);
 }
@@ -433,10 +433,10 @@ cmd_list(struct session *s, struct pop3_cmdline *cl)
 		if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
 			return r;
 		reply(s, "%zu %llu", idx + 1,
-		    (unsigned long long)mbox_size(s->mbox, idx));
+		    (unsigned long long)maildrop_size(s->maildrop, idx));
 		return CMD_OK;
 	}
-	mbox_stat(s->mbox, &n, &octets);
+	maildrop_stat(s->maildrop, &n, &octets);
 	reply(s, "%zu messages (%llu octets)", n, (unsigned long long)octets);
 	s->body = body_list;
 	return CMD_OK;
@@ -445,13 +445,13 @@ cmd_list(struct session *s, struct pop3_cmdline *cl)
 static void
 body_uidl(struct session *s)
 {
-	char	 uid[MBOX_UIDL_MAX];
-	size_t	 i, n = mbox_count(s->mbox);
+	char	 uid[MAILDROP_UIDL_MAX];
+	size_t	 i, n = maildrop_count(s->maildrop);
 
 	for (i = 0; i < n; i++) {
-		if (mbox_deleted(s->mbox, i))
+		if (maildrop_deleted(s->maildrop, i))
 			continue;
-		mbox_uidl(s->mbox, i, uid);
+		maildrop_uidl(s->maildrop, i, uid);
 		if (io_printf(s->io, "%zu %s\r\n", i + 1, uid) != IO_OK)
 			return;
 	}
@@ -461,14 +461,14 @@ body_uidl(struct session *s)
 static enum cmd_result
 cmd_uidl(struct session *s, struct pop3_cmdline *cl)
 {
-	char		 uid[MBOX_UIDL_MAX];
+	char		 uid[MAILDROP_UIDL_MAX];
 	enum cmd_result	 r;
 	size_t		 idx;
 
 	if (cl->argc == 1) {
 		if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
 			return r;
-		mbox_uidl(s->mbox, idx, uid);
+		maildrop_uidl(s->maildrop, idx, uid);
 		reply(s, "%zu %s", idx + 1, uid);
 		return CMD_OK;
 	}
@@ -480,10 +480,10 @@ cmd_uidl(struct session *s, struct pop3_cmdline *cl)
 static void
 body_message(struct session *s)
 {
-	switch (mbox_send(s->mbox, s->body_idx, s->io, s->body_lines)) {
-	case MBOX_OK:
+	switch (maildrop_send(s->maildrop, s->body_idx, s->io, s->body_lines)) {
+	case MAILDROP_OK:
 		break;
-	case MBOX_CHANGED:
+	case MAILDROP_CHANGED:
 		/* The reply cannot be finished honestly: hang up. */
 		s->end = END_IOERR;
 		break;
@@ -503,7 +503,7 @@ cmd_retr(struct session *s, struct pop3_cmdline *cl)
 	if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
 		return r;
 	reply(s, "%llu octets",
-	    (unsigned long long)mbox_size(s->mbox, idx));
+	    (unsigned long long)maildrop_size(s->maildrop, idx));
 	s->body = body_message;
 	s->body_idx = idx;
 	s->body_lines = -1;
@@ -536,7 +536,7 @@ cmd_dele(struct session *s, struct pop3_cmdline *cl)
 
 	if ((r = get_msg(s, cl->argv[0], 0, &idx)) != CMD_OK)
 		return r;
-	mbox_set_deleted(s->mbox, idx, 1);
+	maildrop_set_deleted(s->maildrop, idx, 1);
 	reply(s, "Message %zu deleted", idx + 1);
 	return CMD_OK;
 }
@@ -552,13 +552,13 @@ cmd_noop(struct session *s, struct pop3_cmdline *cl)
 static enum cmd_result
 cmd_rset(struct session *s, struct pop3_cmdline *cl)
 {
-	size_t		 i, n = mbox_count(s->mbox);
+	size_t		 i, n = maildrop_count(s->maildrop);
 	uint64_t	 octets;
 
 	(void)cl;
 	for (i = 0; i < n; i++)
-		mbox_set_deleted(s->mbox, i, 0);
-	mbox_stat(s->mbox, &n, &octets);
+		maildrop_set_deleted(s->maildrop, i, 0);
+	maildrop_stat(s->maildrop, &n, &octets);
 	reply(s, "Maildrop has %zu messages (%llu octets)", n,
 	    (unsigned long long)octets);
 	return CMD_OK;
@@ -568,23 +568,23 @@ cmd_rset(struct session *s, struct pop3_cmdline *cl)
 static enum cmd_result
 cmd_quit(struct session *s, struct pop3_cmdline *cl)
 {
-	size_t		 i, n = mbox_count(s->mbox), ndel = 0, nleft;
+	size_t		 i, n = maildrop_count(s->maildrop), ndel = 0, nleft;
 	uint64_t	 del = 0, left;
-	enum mbox_status st;
+	enum maildrop_status st;
 
 	(void)cl;
 	s->end = END_QUIT;
 	for (i = 0; i < n; i++)
-		if (mbox_deleted(s->mbox, i)) {
+		if (maildrop_deleted(s->maildrop, i)) {
 			ndel++;
-			del += mbox_size(s->mbox, i);
+			del += maildrop_size(s->maildrop, i);
 		}
-	mbox_stat(s->mbox, &nleft, &left);
-	if ((st = mbox_commit(s->mbox)) != MBOX_OK) {
+	maildrop_stat(s->maildrop, &nleft, &left);
+	if ((st = maildrop_commit(s->maildrop)) != MAILDROP_OK) {
 		log_warnx("%s: commit failed (%s)", s->login,
-		    mbox_status_text[st]);
-		s->mbox_error = st;
-		return CMD_ERR_MBOX;
+		    maildrop_status_text[st]);
+		s->maildrop_error = st;
+		return CMD_ERR_MAILDROP;
 	}
 	/* The client has its answer before the log has its line. */
 	reply(s, "pop3d signing off (%zu messages left)", nleft);
@@ -714,7 +714,7 @@ session_command(struct session *s, char *line, size_t len)
 	}
 	if (count_bad(s, r))
 		r = CMD_ERR_ABUSE;
-	text = r == CMD_ERR_MBOX ? mbox_status_text[s->mbox_error] :
+	text = r == CMD_ERR_MAILDROP ? maildrop_status_text[s->maildrop_error] :
 	    cmd_result_text[r];
 	(void)io_printf(s->io, "-ERR %s\r\n", text);
 }
@@ -780,22 +780,22 @@ session_authorization(struct session *s)
 }
 
 enum session_end
-session_transaction(struct session *s, const char *login, struct mbox *mb,
-    enum mbox_status st)
+session_transaction(struct session *s, const char *login, struct maildrop *mb,
+    enum maildrop_status st)
 {
 	size_t		 n;
 	uint64_t	 octets;
 
 	s->login = login;
-	if (st != MBOX_OK) {
-		(void)io_printf(s->io, "-ERR %s\r\n", mbox_status_text[st]);
+	if (st != MAILDROP_OK) {
+		(void)io_printf(s->io, "-ERR %s\r\n", maildrop_status_text[st]);
 		(void)io_flush(s->io);
 		return END_IOERR;
 	}
-	s->mbox = mb;
+	s->maildrop = mb;
 	s->state = STATE_TRANSACTION;
 	s->end = END_NONE;
-	mbox_stat(mb, &n, &octets);
+	maildrop_stat(mb, &n, &octets);
 	log_info("%s: %zu messages (%llu octets) loaded", login, n,
 	    (unsigned long long)octets);
 	if (io_printf(s->io, "+OK Maildrop has %zu messages (%llu octets)\r\n",

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "auth.h"
-#include "mbox.h"
+#include "maildrop.h"
 
 #define POP3_LINE_MAX	255	/* octets, CRLF included (RFC 2449) */
 #define POP3_ARGS_MAX	2
@@ -47,7 +47,7 @@ enum cmd_result {
 	CMD_ERR_SASL_CANCEL,
 	CMD_ERR_SASL_BAD,
 	CMD_ERR_ABUSE,
-	CMD_ERR_MBOX,		/* mbox_status_text[s->mbox_error] */
+	CMD_ERR_MAILDROP,	/* maildrop_status_text[s->maildrop_error] */
 	CMD_RESULT_MAX
 };
 
@@ -91,8 +91,8 @@ struct session {
 	int			 cleartext_ok;	/* USER/PASS and PLAIN allowed */
 	const char		*apop_stamp;	/* NULL: APOP not offered */
 	const char		*login;		/* after login, for logs */
-	struct mbox		*mbox;
-	enum mbox_status	 mbox_error;
+	struct maildrop		*maildrop;
+	enum maildrop_status	 maildrop_error;
 	char			 reply[POP3_REPLY_MAX];
 	session_body_fn		 body;		/* multi-line part, if any */
 	size_t			 body_idx;
@@ -116,10 +116,10 @@ enum session_end session_authorization(struct session *);
 
 /*
  * Answers the accepted PASS with the outcome of opening the maildrop
- * (st, and mb when MBOX_OK) and runs TRANSACTION; QUIT commits.
+ * (st, and md when MAILDROP_OK) and runs TRANSACTION; QUIT commits.
  */
 enum session_end session_transaction(struct session *, const char *login,
-		    struct mbox *mb, enum mbox_status st);
+		    struct maildrop *md, enum maildrop_status st);
 
 /*
  * Logs how a session ended (nothing for QUIT or a login): login is the

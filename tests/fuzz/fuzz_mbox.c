@@ -1,8 +1,8 @@
 /*
  * fuzz_mbox.c: libFuzzer harness for the mbox parser and the body
  * writer.  Each input is a mailbox; every message it yields is streamed
- * through mbox_send() and must come out as the wire form the size promised:
- * only CRLF line ends, dot-stuffed, ".\r\n" last, and exactly mbox_size()
+ * through maildrop_send() and must come out as the wire form the size promised:
+ * only CRLF line ends, dot-stuffed, ".\r\n" last, and exactly maildrop_size()
  * octets once un-stuffed.  UIDLs must be 1-70 printable characters and
  * unique.
  */
@@ -68,25 +68,25 @@ check_wire(const char *w, size_t n)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	struct io	*io;
-	char		 uid[MBOX_UIDL_MAX], (*uids)[MBOX_UIDL_MAX];
+	char		 uid[MAILDROP_UIDL_MAX], (*uids)[MAILDROP_UIDL_MAX];
 	size_t		 i, j, k, n, len;
 	ssize_t		 r;
 
 	if (ftruncate(in_fd, 0) == -1 ||
 	    pwrite(in_fd, data, size, 0) != (ssize_t)size)
 		abort();
-	if (mbox_parse_fd(in_fd, &mb) != MBOX_OK)
+	if (mbox_parse_fd(in_fd, &mb) != MAILDROP_OK)
 		return 0;
-	n = mbox_count(mb);
+	n = maildrop_count(mb);
 	if ((uids = calloc(n + 1, sizeof(*uids))) == NULL ||
 	    (io = io_new(-1, out_fd, 5)) == NULL)
 		abort();
 	for (i = 0; i < n; i++) {
 		if (ftruncate(out_fd, 0) == -1 || lseek(out_fd, 0, SEEK_SET) != 0)
 			abort();
-		if (mbox_send(mb, i, io, -1) != MBOX_OK ||
+		if (maildrop_send(mb, i, io, -1) != MAILDROP_OK ||
 		    io_flush(io) != IO_OK)
 			abort();
 		len = (size_t)lseek(out_fd, 0, SEEK_CUR);
@@ -98,11 +98,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if ((r = pread(out_fd, wire, len, 0)) != (ssize_t)len)
 			abort();
-		if (check_wire(wire, len) != mbox_size(mb, i))
+		if (check_wire(wire, len) != maildrop_size(mb, i))
 			abort();	/* the size lied */
 		/* TOP n 0 is a prefix of the same wire form. */
 		if (ftruncate(out_fd, 0) == -1 || lseek(out_fd, 0, SEEK_SET) != 0 ||
-		    mbox_send(mb, i, io, 0) != MBOX_OK || io_flush(io) != IO_OK)
+		    maildrop_send(mb, i, io, 0) != MAILDROP_OK ||
+		    io_flush(io) != IO_OK)
 			abort();
 		k = (size_t)lseek(out_fd, 0, SEEK_CUR);
 		if (k < 3 || k > len)
@@ -117,7 +118,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			free(top);
 		}
-		mbox_uidl(mb, i, uid);
+		maildrop_uidl(mb, i, uid);
 		len = strlen(uid);
 		if (len < 1 || len > 70)
 			abort();
@@ -131,6 +132,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	io_free(io);
 	free(uids);
-	mbox_close(mb);
+	maildrop_close(mb);
 	return 0;
 }

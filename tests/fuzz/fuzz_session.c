@@ -75,7 +75,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct session	 s;
 	struct io	*io;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	enum session_end end;
 
 	if (ftruncate(in_fd, 0) == -1 || pwrite(in_fd, data, size, 0) !=
@@ -89,10 +89,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)session_greet(&s, "pop3d ready " STAMP);
 	end = session_authorization(&s);
 	if (end == END_LOGIN) {
-		if (mbox_parse_fd(mb_fd, &mb) != MBOX_OK)
+		if (mbox_parse_fd(mb_fd, &mb) != MAILDROP_OK)
 			abort();
-		end = session_transaction(&s, "alice", mb, MBOX_OK);
-		mbox_close(mb);
+		end = session_transaction(&s, "alice", mb, MAILDROP_OK);
+		maildrop_close(mb);
 	}
 	if (end == END_NONE || end == END_LOGIN)
 		abort();	/* a session always ends for a reason */

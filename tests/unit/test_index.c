@@ -1,5 +1,5 @@
 /*
- * test_index.c: the mailbox index (mbox.c, "the index").  A table read
+ * test_index.c: the mailbox index (mbox_index.c).  A table read
  * from the index must equal the one a fresh parse makes of the file as
  * it is now, whatever happened to the file or to the index in between;
  * and the index must be used where it may be.
@@ -65,20 +65,20 @@ write_aged(const void *data, size_t len)
 struct table {
 	size_t		 n;
 	uint64_t	*size;
-	char		(*uidl)[MBOX_UIDL_MAX];
+	char		(*uidl)[MAILDROP_UIDL_MAX];
 };
 
 static void
-table_of(const struct mbox *mb, struct table *t)
+table_of(const struct maildrop *mb, struct table *t)
 {
 	size_t	 i;
 
-	t->n = mbox_count(mb);
+	t->n = maildrop_count(mb);
 	t->size = calloc(t->n + 1, sizeof(*t->size));
 	t->uidl = calloc(t->n + 1, sizeof(*t->uidl));
 	for (i = 0; i < t->n; i++) {
-		t->size[i] = mbox_size(mb, i);
-		mbox_uidl(mb, i, t->uidl[i]);
+		t->size[i] = maildrop_size(mb, i);
+		maildrop_uidl(mb, i, t->uidl[i]);
 	}
 }
 
@@ -90,22 +90,23 @@ table_free(struct table *t)
 }
 
 /* Opens the mailbox; checks its table against a fresh parse; returns how. */
-static int
+static enum mbox_table_source
 open_and_compare(void)
 {
-	struct mbox	*mb, *ref;
+	struct maildrop	*mb, *ref;
 	struct table	 a, b;
 	size_t		 i;
-	int		 fd, how;
+	int		 fd;
+	enum mbox_table_source how;
 
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	how = mbox_indexed(mb);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	how = mbox_table_source(mb);
 	table_of(mb, &a);
-	mbox_close(mb);
+	maildrop_close(mb);
 	assert_true((fd = open(path, O_RDONLY)) >= 0);
-	assert_int_equal(mbox_parse_fd(fd, &ref), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(fd, &ref), MAILDROP_OK);
 	table_of(ref, &b);
-	mbox_close(ref);
+	maildrop_close(ref);
 	close(fd);
 	assert_int_equal(a.n, b.n);
 	for (i = 0; i < a.n; i++) {
@@ -134,7 +135,7 @@ indexed_mailbox(struct tu_buf *b)
 	assert_true(b->len > 4 * 1024 * 1024);
 	(void)unlink(idxpath);
 	write_aged(b->p, b->len);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 	assert_true(exists(idxpath));
 }
 
@@ -148,8 +149,8 @@ test_unchanged_uses_index(void **state)
 	indexed_mailbox(&b);
 	assert_int_equal(lstat(idxpath, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	assert_int_equal(open_and_compare(), 1);
-	assert_int_equal(open_and_compare(), 1);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX);
 	tu_buf_free(&b);
 }
 
@@ -162,7 +163,7 @@ test_small_mailbox_has_none(void **state)
 	(void)unlink(idxpath);
 	build(&b, 100, "small");
 	write_aged(b.p, b.len);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 	assert_false(exists(idxpath));
 	tu_buf_free(&b);
 }
@@ -181,12 +182,12 @@ test_grown_parses_new_mail(void **state)
 	assert_true((fd = open(path, O_WRONLY | O_APPEND)) >= 0);
 	assert_int_equal(write(fd, more, sizeof(more) - 1), sizeof(more) - 1);
 	close(fd);
-	assert_int_equal(open_and_compare(), 2);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX_GROWN);
 	/* The last message grew (no separator): parsed again, still right. */
 	assert_true((fd = open(path, O_WRONLY | O_APPEND)) >= 0);
 	assert_int_equal(write(fd, "more\n", 5), 5);
 	close(fd);
-	assert_int_equal(open_and_compare(), 2);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX_GROWN);
 	tu_buf_free(&b);
 }
 
@@ -200,7 +201,7 @@ test_same_size_rewrite(void **state)
 	indexed_mailbox(&b);
 	b.p[b.len / 2] = b.p[b.len / 2] == 'x' ? 'y' : 'x';
 	assert_int_equal(tu_write_file(path, b.p, b.len), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 	tu_buf_free(&b);
 }
 
@@ -219,7 +220,7 @@ test_grown_rewrite(void **state)
 	tu_buf_str(&c, "Status: RO\n");
 	tu_buf_add(&c, cut + 1, b.len - (size_t)(cut - b.p) - 1);
 	assert_int_equal(tu_write_file(path, c.p, c.len), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 	tu_buf_free(&b);
 	tu_buf_free(&c);
 }
@@ -239,26 +240,26 @@ test_bad_index_ignored(void **state)
 
 	ix[len / 2] ^= 1;			/* a record */
 	assert_int_equal(tu_write_file(idxpath, ix, len), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 
 	ix[len / 2] ^= 1;			/* the header */
 	ix[20] ^= 1;
 	assert_int_equal(tu_write_file(idxpath, ix, len), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 
 	ix[20] ^= 1;
 	assert_int_equal(tu_write_file(idxpath, ix, len - 100), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 
 	/* Intact again (the last open rewrote it), but readable by others. */
-	assert_int_equal(open_and_compare(), 1);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX);
 	assert_int_equal(chmod(idxpath, 0644), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 
 	/* A symlink is not followed. */
 	assert_int_equal(unlink(idxpath), 0);
 	assert_int_equal(symlink(path, idxpath), 0);
-	assert_int_equal(open_and_compare(), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
 	assert_int_equal(unlink(idxpath), 0);
 	free(ix);
 	tu_buf_free(&b);
@@ -269,19 +270,19 @@ static void
 test_commit_drops_index(void **state)
 {
 	struct tu_buf	 b;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 
 	(void)state;
 	indexed_mailbox(&b);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_indexed(mb), 1);
-	mbox_set_deleted(mb, 3, 1);
-	assert_int_equal(mbox_commit(mb), MBOX_OK);
-	mbox_close(mb);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(mbox_table_source(mb), MBOX_TABLE_INDEX);
+	maildrop_set_deleted(mb, 3, 1);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
 	assert_false(exists(idxpath));
 	usleep(80 * 1000);
-	assert_int_equal(open_and_compare(), 0);
-	assert_int_equal(open_and_compare(), 1);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX);
 	tu_buf_free(&b);
 }
 

@@ -178,9 +178,9 @@ open_ro(const char *path)
 	return fd;
 }
 
-/* The bytes mbox_send() puts on the wire, through an io over a file. */
+/* The bytes maildrop_send() puts on the wire, through an io over a file. */
 static char *
-send_capture(struct mbox *mb, size_t idx, int64_t max_body_lines,
+send_capture(struct maildrop *mb, size_t idx, int64_t max_body_lines,
     size_t *len_r)
 {
 	char		*path, *out;
@@ -197,7 +197,8 @@ send_capture(struct mbox *mb, size_t idx, int64_t max_body_lines,
 	assert_true(in >= 0);
 	io = io_new(in, fd, 5);
 	assert_non_null(io);
-	assert_int_equal(mbox_send(mb, idx, io, max_body_lines), MBOX_OK);
+	assert_int_equal(maildrop_send(mb, idx, io, max_body_lines),
+	    MAILDROP_OK);
 	assert_int_equal(io_flush(io), IO_OK);
 	io_free(io);
 	close(in);
@@ -224,7 +225,7 @@ assert_bytes(const char *what, const char *got, size_t got_len,
 
 /* Checks that message idx is sent exactly as want (unstuffed CRLF lines). */
 static void
-check_send(struct mbox *mb, size_t idx, int64_t max, const char *want,
+check_send(struct maildrop *mb, size_t idx, int64_t max, const char *want,
     size_t want_len, const char *what)
 {
 	char	*got, *exp, label[256];
@@ -245,22 +246,22 @@ check_uidl_format(const char *uid)
 	size_t	 i, n = strlen(uid);
 
 	assert_true(n >= 1 && n <= 70);
-	assert_true(n < MBOX_UIDL_MAX);
+	assert_true(n < MAILDROP_UIDL_MAX);
 	for (i = 0; i < n; i++)
 		assert_true((unsigned char)uid[i] >= 0x21 &&
 		    (unsigned char)uid[i] <= 0x7e);
 }
 
-/* All UIDLs of mb into a new array of MBOX_UIDL_MAX strings. */
-static char (*uidls(const struct mbox *mb))[MBOX_UIDL_MAX]
+/* All UIDLs of mb into a new array of MAILDROP_UIDL_MAX strings. */
+static char (*uidls(const struct maildrop *mb))[MAILDROP_UIDL_MAX]
 {
-	char	(*u)[MBOX_UIDL_MAX];
-	size_t	 i, n = mbox_count(mb);
+	char	(*u)[MAILDROP_UIDL_MAX];
+	size_t	 i, n = maildrop_count(mb);
 
 	u = calloc(n + 1, sizeof(*u));
 	for (i = 0; i < n; i++) {
 		memset(u[i], 'Z', sizeof(u[i]));
-		mbox_uidl(mb, i, u[i]);
+		maildrop_uidl(mb, i, u[i]);
 		check_uidl_format(u[i]);
 	}
 	return u;
@@ -305,11 +306,11 @@ static void
 check_fd_messages(int fd, const struct fixture *f, size_t skip,
     const char *what)
 {
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	size_t		 i, j = 0, want = skip < f->n ? f->n - 1 : f->n;
 	int		 first = 1;
 
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
 	for (i = 0; i < f->n; i++) {
 		if (i == skip)
 			continue;
@@ -319,13 +320,13 @@ check_fd_messages(int fd, const struct fixture *f, size_t skip,
 			continue;
 		}
 		first = 0;
-		assert_true(j < mbox_count(mb));
-		assert_int_equal(mbox_size(mb, j), f->eml_len[i]);
+		assert_true(j < maildrop_count(mb));
+		assert_int_equal(maildrop_size(mb, j), f->eml_len[i]);
 		check_send(mb, j, -1, f->eml[i], f->eml_len[i], what);
 		j++;
 	}
-	assert_int_equal(mbox_count(mb), want);
-	mbox_close(mb);
+	assert_int_equal(maildrop_count(mb), want);
+	maildrop_close(mb);
 }
 
 static char *
@@ -338,7 +339,7 @@ path_in(const char *dir, const char *name)
 	return p;
 }
 
-/* A copy of data at DIR/mbox for mbox_open(); returns the path. */
+/* A copy of data at DIR/mbox for maildrop_open(); returns the path. */
 static char *
 make_mbox(const char *data, size_t len)
 {
@@ -387,8 +388,8 @@ test_fixture_parse(void **state)
 {
 	const struct fixture *f = *state;
 	static const int64_t tops[] = { 0, 1, 2, INT64_MAX };
-	struct mbox	*mb, *mb2;
-	char		(*u)[MBOX_UIDL_MAX], (*u2)[MBOX_UIDL_MAX];
+	struct maildrop	*mb, *mb2;
+	char		(*u)[MAILDROP_UIDL_MAX], (*u2)[MAILDROP_UIDL_MAX];
 	size_t		 i, j, count;
 	uint64_t	 octets, total = 0;
 	int		 fd;
@@ -396,23 +397,23 @@ test_fixture_parse(void **state)
 	fd = open_ro(f->mbox_path);
 	if (f->notmbox) {
 		mb = NULL;
-		assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_NOTMBOX);
+		assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_BADFORMAT);
 		close(fd);
 		return;
 	}
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), f->n);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), f->n);
 	for (i = 0; i < f->n; i++) {
 		/* LIST size == the octets RETR sends. */
-		assert_int_equal(mbox_size(mb, i), f->eml_len[i]);
+		assert_int_equal(maildrop_size(mb, i), f->eml_len[i]);
 		total += f->eml_len[i];
-		assert_false(mbox_deleted(mb, i));
+		assert_false(maildrop_deleted(mb, i));
 		check_send(mb, i, -1, f->eml[i], f->eml_len[i], f->name);
 		for (j = 0; j < sizeof(tops) / sizeof(tops[0]); j++)
 			check_send(mb, i, tops[j], f->eml[i], f->eml_len[i],
 			    f->name);
 	}
-	mbox_stat(mb, &count, &octets);
+	maildrop_stat(mb, &count, &octets);
 	assert_int_equal(count, f->n);
 	assert_int_equal(octets, total);
 
@@ -423,15 +424,15 @@ test_fixture_parse(void **state)
 			if (strcmp(u[i], u[j]) == 0)
 				fail_msg("%s: messages %zu and %zu share UIDL "
 				    "%s", f->name, i + 1, j + 1, u[i]);
-	assert_int_equal(mbox_parse_fd(fd, &mb2), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(fd, &mb2), MAILDROP_OK);
 	u2 = uidls(mb2);
 	for (i = 0; i < f->n; i++)
 		assert_string_equal(u[i], u2[i]);
 	free(u);
 	free(u2);
-	mbox_close(mb2);
-	mbox_close(mb);
-	/* mbox_close() leaves a borrowed fd open. */
+	maildrop_close(mb2);
+	maildrop_close(mb);
+	/* maildrop_close() leaves a borrowed fd open. */
 	assert_true(fcntl(fd, F_GETFD) != -1);
 	close(fd);
 }
@@ -440,7 +441,7 @@ static void
 test_fixture_commit(void **state)
 {
 	const struct fixture *f = *state;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	struct stat	 sb0, sb1;
 	char		*orig, *path, *line_end;
 	size_t		 orig_len, i, count;
@@ -453,7 +454,8 @@ test_fixture_commit(void **state)
 	path = make_mbox(orig, orig_len);
 
 	if (f->notmbox) {
-		assert_int_equal(mbox_open(path, NULL, &mb), MBOX_NOTMBOX);
+		assert_int_equal(maildrop_open(path, NULL, &mb),
+		    MAILDROP_BADFORMAT);
 		assert_file_is(path, orig, orig_len, f->name);
 		assert_no_leftovers(path);
 		goto out;
@@ -461,10 +463,10 @@ test_fixture_commit(void **state)
 
 	/* Nothing deleted: not a byte written, mtime and inode kept. */
 	assert_int_equal(stat(path, &sb0), 0);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), f->n);
-	assert_int_equal(mbox_commit(mb), MBOX_OK);
-	mbox_close(mb);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), f->n);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
 	assert_int_equal(stat(path, &sb1), 0);
 	assert_int_equal(sb0.st_ino, sb1.st_ino);
 	assert_int_equal(sb0.st_mtim.tv_sec, sb1.st_mtim.tv_sec);
@@ -479,10 +481,10 @@ test_fixture_commit(void **state)
 	for (i = 0; i < f->n; i++) {
 		path = (free(path), make_mbox(orig, orig_len));
 		assert_int_equal(stat(path, &sb0), 0);
-		assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-		mbox_set_deleted(mb, i, 1);
-		assert_int_equal(mbox_commit(mb), MBOX_OK);
-		mbox_close(mb);
+		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		maildrop_set_deleted(mb, i, 1);
+		assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+		maildrop_close(mb);
 		assert_no_leftovers(path);
 		assert_int_equal(stat(path, &sb1), 0);
 		assert_int_equal(sb0.st_ino, sb1.st_ino);
@@ -496,14 +498,14 @@ test_fixture_commit(void **state)
 	if (f->n > 0) {
 		path = (free(path), make_mbox(orig, orig_len));
 		assert_int_equal(stat(path, &sb0), 0);
-		assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
+		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
 		for (i = 0; i < f->n; i++)
-			mbox_set_deleted(mb, i, 1);
-		mbox_stat(mb, &count, &octets);
+			maildrop_set_deleted(mb, i, 1);
+		maildrop_stat(mb, &count, &octets);
 		assert_int_equal(count, 0);
 		assert_int_equal(octets, 0);
-		assert_int_equal(mbox_commit(mb), MBOX_OK);
-		mbox_close(mb);
+		assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+		maildrop_close(mb);
 		assert_no_leftovers(path);
 		assert_int_equal(stat(path, &sb1), 0);
 		assert_int_equal(sb0.st_ino, sb1.st_ino);
@@ -514,18 +516,18 @@ test_fixture_commit(void **state)
 		 */
 		line_end = memchr(orig, '\n', orig_len);
 		fd = open_ro(path);
-		assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-		assert_int_equal(mbox_count(mb), 0);
-		mbox_close(mb);
+		assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_count(mb), 0);
+		maildrop_close(mb);
 		close(fd);
 		fd = open_ro(f->mbox_path);
-		assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
+		assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
 		mbox_extent(mb, 0, &start, &end);
 		if (line_end == NULL || start == (off_t)(line_end - orig) + 1)
 			assert_int_equal(sb1.st_size, 0);
 		else
 			assert_true(sb1.st_size > 0 && sb1.st_size < start);
-		mbox_close(mb);
+		maildrop_close(mb);
 		close(fd);
 	}
 out:
@@ -548,19 +550,19 @@ static void
 commit_case(const char *label, const int *del, const char *want)
 {
 	static const char src[] = MSG_A "\n" MSG_B "\n" MSG_C;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	struct stat	 sb0, sb1;
 	char		*path;
 	size_t		 i;
 
 	path = make_mbox(src, sizeof(src) - 1);
 	assert_int_equal(stat(path, &sb0), 0);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 3);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 3);
 	for (i = 0; i < 3; i++)
-		mbox_set_deleted(mb, i, del[i]);
-	assert_int_equal(mbox_commit(mb), MBOX_OK);
-	mbox_close(mb);
+		maildrop_set_deleted(mb, i, del[i]);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
 	assert_int_equal(stat(path, &sb1), 0);
 	assert_int_equal(sb0.st_ino, sb1.st_ino);
 	assert_int_equal(sb0.st_mode, sb1.st_mode);
@@ -592,28 +594,28 @@ test_commit_cases(void **state)
 	commit_case("all", all, "");
 }
 
-/* Mail delivered between mbox_open() and mbox_commit() survives. */
+/* Mail delivered between maildrop_open() and maildrop_commit() survives. */
 static void
 test_commit_keeps_new_mail(void **state)
 {
 	static const char src[] = MSG_A "\n" MSG_B "\n";
 	static const char late[] = MSG_C;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*path;
 	int		 fd;
 
 	(void)state;
 	path = make_mbox(src, sizeof(src) - 1);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 2);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 2);
 	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, late, sizeof(late) - 1),
 	    (ssize_t)(sizeof(late) - 1));
 	close(fd);
-	mbox_set_deleted(mb, 0, 1);
-	assert_int_equal(mbox_commit(mb), MBOX_OK);
-	mbox_close(mb);
+	maildrop_set_deleted(mb, 0, 1);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
 	assert_file_is(path, MSG_B "\n" MSG_C, strlen(MSG_B "\n" MSG_C),
 	    "late mail");
 	assert_no_leftovers(path);
@@ -626,16 +628,16 @@ test_commit_changed(void **state)
 {
 	static const char src[] = MSG_A "\n" MSG_B "\n" MSG_C;
 	static const char cut[] = MSG_A "\n" MSG_B;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*path;
 
 	(void)state;
 	path = make_mbox(src, sizeof(src) - 1);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(truncate(path, (off_t)(sizeof(cut) - 1)), 0);
-	mbox_set_deleted(mb, 0, 1);
-	assert_int_equal(mbox_commit(mb), MBOX_CHANGED);
-	mbox_close(mb);
+	maildrop_set_deleted(mb, 0, 1);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_CHANGED);
+	maildrop_close(mb);
 	assert_file_is(path, cut, sizeof(cut) - 1, "shrunk");
 	assert_no_leftovers(path);
 	free(path);
@@ -645,7 +647,7 @@ test_commit_changed(void **state)
 static void
 test_open_missing_and_empty(void **state)
 {
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	struct stat	 sb;
 	char		*path;
 	size_t		 n;
@@ -653,21 +655,21 @@ test_open_missing_and_empty(void **state)
 
 	(void)state;
 	path = path_in(scratch, "does-not-exist");
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 0);
-	mbox_stat(mb, &n, &o);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 0);
+	maildrop_stat(mb, &n, &o);
 	assert_int_equal(n, 0);
 	assert_int_equal(o, 0);
-	assert_int_equal(mbox_commit(mb), MBOX_OK);
-	mbox_close(mb);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
 	assert_int_equal(lstat(path, &sb), -1);	/* not created */
 	assert_no_leftovers(path);
 	free(path);
 
 	path = make_mbox("", 0);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 0);
-	mbox_close(mb);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 0);
+	maildrop_close(mb);
 	assert_no_leftovers(path);
 	free(path);
 }
@@ -678,9 +680,9 @@ test_status_text(void **state)
 	int	 i;
 
 	(void)state;
-	for (i = 0; i < MBOX_STATUS_MAX; i++) {
-		assert_non_null(mbox_status_text[i]);
-		assert_true(strlen(mbox_status_text[i]) > 0);
+	for (i = 0; i < MAILDROP_STATUS_MAX; i++) {
+		assert_non_null(maildrop_status_text[i]);
+		assert_true(strlen(maildrop_status_text[i]) > 0);
 	}
 }
 
@@ -688,46 +690,46 @@ static void
 test_deleted_and_stat(void **state)
 {
 	const struct fixture *f = fixture_get("simple");
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	size_t		 n;
 	uint64_t	 o, all;
 	int		 fd;
 
 	(void)state;
 	fd = open_ro(f->mbox_path);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
 	all = f->eml_len[0] + f->eml_len[1] + f->eml_len[2];
-	mbox_stat(mb, &n, &o);
+	maildrop_stat(mb, &n, &o);
 	assert_int_equal(n, 3);
 	assert_int_equal(o, all);
 
-	mbox_set_deleted(mb, 1, 1);
-	assert_false(mbox_deleted(mb, 0));
-	assert_true(mbox_deleted(mb, 1));
-	assert_false(mbox_deleted(mb, 2));
-	mbox_stat(mb, &n, &o);
+	maildrop_set_deleted(mb, 1, 1);
+	assert_false(maildrop_deleted(mb, 0));
+	assert_true(maildrop_deleted(mb, 1));
+	assert_false(maildrop_deleted(mb, 2));
+	maildrop_stat(mb, &n, &o);
 	assert_int_equal(n, 2);
 	assert_int_equal(o, all - f->eml_len[1]);
 	/* Sizes and UIDLs of deleted messages stay available. */
-	assert_int_equal(mbox_size(mb, 1), f->eml_len[1]);
+	assert_int_equal(maildrop_size(mb, 1), f->eml_len[1]);
 
-	mbox_set_deleted(mb, 1, 7);	/* any non-zero value */
-	assert_true(mbox_deleted(mb, 1));
-	mbox_set_deleted(mb, 0, 1);
-	mbox_set_deleted(mb, 2, 1);
-	mbox_stat(mb, &n, &o);
+	maildrop_set_deleted(mb, 1, 7);	/* any non-zero value */
+	assert_true(maildrop_deleted(mb, 1));
+	maildrop_set_deleted(mb, 0, 1);
+	maildrop_set_deleted(mb, 2, 1);
+	maildrop_stat(mb, &n, &o);
 	assert_int_equal(n, 0);
 	assert_int_equal(o, 0);
 
-	mbox_set_deleted(mb, 1, 0);
-	assert_false(mbox_deleted(mb, 1));
-	mbox_stat(mb, &n, &o);
+	maildrop_set_deleted(mb, 1, 0);
+	assert_false(maildrop_deleted(mb, 1));
+	maildrop_stat(mb, &n, &o);
 	assert_int_equal(n, 1);
 	assert_int_equal(o, f->eml_len[1]);
 
 	/* A mailbox from mbox_parse_fd() cannot be written back. */
-	assert_int_equal(mbox_commit(mb), MBOX_READONLY);
-	mbox_close(mb);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_READONLY);
+	maildrop_close(mb);
 	close(fd);
 }
 
@@ -738,7 +740,7 @@ test_folder_hidden(void **state)
 	static const char *const names[] = { "folder_internal",
 	    "folder_imapbase" };
 	const struct fixture *f;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*orig, *path, *first;
 	size_t		 orig_len, i, n;
 	uint64_t	 o;
@@ -749,15 +751,15 @@ test_folder_hidden(void **state)
 		orig = tu_read_file(f->mbox_path, &orig_len);
 		assert_non_null(orig);
 		path = make_mbox(orig, orig_len);
-		assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-		assert_int_equal(mbox_count(mb), 2);
-		mbox_stat(mb, &n, &o);
+		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_count(mb), 2);
+		maildrop_stat(mb, &n, &o);
 		assert_int_equal(n, 2);
 		assert_int_equal(o, f->eml_len[0] + f->eml_len[1]);
-		mbox_set_deleted(mb, 0, 1);
-		mbox_set_deleted(mb, 1, 1);
-		assert_int_equal(mbox_commit(mb), MBOX_OK);
-		mbox_close(mb);
+		maildrop_set_deleted(mb, 0, 1);
+		maildrop_set_deleted(mb, 1, 1);
+		assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+		maildrop_close(mb);
 		/* The pseudo-message ends where the first real one starts. */
 		first = memmem(orig, orig_len, "\n" FROM_A, strlen(FROM_A) + 1);
 		assert_non_null(first);
@@ -766,9 +768,9 @@ test_folder_hidden(void **state)
 		assert_no_leftovers(path);
 
 		/* What is left is still a maildrop without messages. */
-		assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-		assert_int_equal(mbox_count(mb), 0);
-		mbox_close(mb);
+		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_count(mb), 0);
+		maildrop_close(mb);
 		free(path);
 		free(orig);
 	}
@@ -783,7 +785,7 @@ test_top_headers_only_and_extent(void **state)
 {
 	const struct fixture *f = fixture_get("headers_only");
 	const struct fixture *s = fixture_get("simple");
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*whole, *top, *raw;
 	size_t		 wlen, tlen, rlen, i;
 	off_t		 start, end;
@@ -791,8 +793,8 @@ test_top_headers_only_and_extent(void **state)
 
 	(void)state;
 	fd = open_ro(f->mbox_path);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-	for (i = 0; i < mbox_count(mb); i++) {
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+	for (i = 0; i < maildrop_count(mb); i++) {
 		whole = send_capture(mb, i, -1, &wlen);
 		top = send_capture(mb, i, 0, &tlen);
 		assert_int_equal(wlen, tlen);
@@ -800,15 +802,15 @@ test_top_headers_only_and_extent(void **state)
 		free(whole);
 		free(top);
 	}
-	mbox_close(mb);
+	maildrop_close(mb);
 	close(fd);
 
 	/* simple.mbox is all LF: the stored message is the .eml without CRs. */
 	raw = tu_read_file(s->mbox_path, &rlen);
 	assert_non_null(raw);
 	fd = open_ro(s->mbox_path);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-	for (i = 0; i < mbox_count(mb); i++) {
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+	for (i = 0; i < maildrop_count(mb); i++) {
 		struct tu_buf	 lf = { NULL, 0, 0 };
 		size_t		 k;
 
@@ -821,7 +823,7 @@ test_top_headers_only_and_extent(void **state)
 		assert_memory_equal(raw + start, lf.p, lf.len);
 		tu_buf_free(&lf);
 	}
-	mbox_close(mb);
+	maildrop_close(mb);
 	close(fd);
 	free(raw);
 }
@@ -831,14 +833,14 @@ static void
 test_uidl_duplicates(void **state)
 {
 	const struct fixture *f = fixture_get("duplicates");
-	struct mbox	*mb;
-	char		(*u)[MBOX_UIDL_MAX], want[MBOX_UIDL_MAX + 8];
+	struct maildrop	*mb;
+	char		(*u)[MAILDROP_UIDL_MAX], want[MAILDROP_UIDL_MAX + 8];
 	int		 fd;
 
 	(void)state;
 	fd = open_ro(f->mbox_path);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 4);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 4);
 	u = uidls(mb);
 	assert_null(strchr(u[0], '-'));
 	assert_null(strchr(u[1], '-'));
@@ -848,22 +850,22 @@ test_uidl_duplicates(void **state)
 	(void)snprintf(want, sizeof(want), "%s-3", u[0]);
 	assert_string_equal(u[3], want);
 	free(u);
-	mbox_close(mb);
+	maildrop_close(mb);
 	close(fd);
 }
 
-static char (*uidls_of(const char *data))[MBOX_UIDL_MAX]
+static char (*uidls_of(const char *data))[MAILDROP_UIDL_MAX]
 {
-	struct mbox	*mb;
-	char		*path, (*u)[MBOX_UIDL_MAX];
+	struct maildrop	*mb;
+	char		*path, (*u)[MAILDROP_UIDL_MAX];
 	int		 fd;
 
 	path = path_in(scratch, "uidl");
 	assert_int_equal(tu_write_file(path, data, strlen(data)), 0);
 	fd = open_ro(path);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
 	u = uidls(mb);
-	mbox_close(mb);
+	maildrop_close(mb);
 	close(fd);
 	free(path);
 	return u;
@@ -873,8 +875,8 @@ static char (*uidls_of(const char *data))[MBOX_UIDL_MAX]
 static void
 test_uidl_stable(void **state)
 {
-	char	(*abcd)[MBOX_UIDL_MAX], (*bcd)[MBOX_UIDL_MAX],
-		(*acd)[MBOX_UIDL_MAX], (*d)[MBOX_UIDL_MAX];
+	char	(*abcd)[MAILDROP_UIDL_MAX], (*bcd)[MAILDROP_UIDL_MAX],
+		(*acd)[MAILDROP_UIDL_MAX], (*d)[MAILDROP_UIDL_MAX];
 
 	(void)state;
 	abcd = uidls_of(MSG_A "\n" MSG_B "\n" MSG_C "\n" MSG_D);
@@ -899,20 +901,21 @@ static void
 test_uidl_stable_after_commit(void **state)
 {
 	static const char src[] = MSG_A "\n" MSG_B "\n" MSG_C;
-	struct mbox	*mb;
-	char		*path, (*before)[MBOX_UIDL_MAX], (*after)[MBOX_UIDL_MAX];
+	struct maildrop	*mb;
+	char		*path;
+	char		(*before)[MAILDROP_UIDL_MAX], (*after)[MAILDROP_UIDL_MAX];
 
 	(void)state;
 	path = make_mbox(src, sizeof(src) - 1);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
 	before = uidls(mb);
-	mbox_set_deleted(mb, 0, 1);
-	assert_int_equal(mbox_commit(mb), MBOX_OK);
-	mbox_close(mb);
-	assert_int_equal(mbox_open(path, NULL, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 2);
+	maildrop_set_deleted(mb, 0, 1);
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
+	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 2);
 	after = uidls(mb);
-	mbox_close(mb);
+	maildrop_close(mb);
 	assert_string_equal(before[1], after[0]);
 	assert_string_equal(before[2], after[1]);
 	free(before);
@@ -928,7 +931,7 @@ static void
 test_large_message(void **state)
 {
 	struct tu_buf	 file = { NULL, 0, 0 }, eml = { NULL, 0, 0 };
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*path, *line;
 	size_t		 i, n;
 	int		 fd;
@@ -964,13 +967,13 @@ test_large_message(void **state)
 	path = path_in(scratch, "big");
 	assert_int_equal(tu_write_file(path, file.p, file.len), 0);
 	fd = open_ro(path);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-	assert_int_equal(mbox_count(mb), 2);
-	assert_int_equal(mbox_size(mb, 0), eml.len);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), 2);
+	assert_int_equal(maildrop_size(mb, 0), eml.len);
 	check_send(mb, 0, -1, eml.p, eml.len, "big");
 	check_send(mb, 0, 1, eml.p, eml.len, "big");
 	check_send(mb, 1, -1, "Subject: after\r\n\r\nafter\r\n", 25, "big");
-	mbox_close(mb);
+	maildrop_close(mb);
 	close(fd);
 	unlink(path);
 	free(path);
@@ -979,7 +982,7 @@ test_large_message(void **state)
 }
 
 /*
- * A CR LF pair cut by a read chunk (mbox_send reads 128 KiB from the
+ * A CR LF pair cut by a read chunk (maildrop_send reads 128 KiB from the
  * start of the message; the parser 132 KiB from the start of the file),
  * at offsets around each boundary: the size and the bytes sent agree.
  */
@@ -990,7 +993,7 @@ test_crlf_across_chunks(void **state)
 	static const size_t bounds[] = { 131072 + sizeof(FROM_A) - 1,
 	    131072 + 4096 };
 	struct tu_buf	 file = { NULL, 0, 0 }, eml = { NULL, 0, 0 };
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*path, *pad;
 	size_t		 b, padlen;
 	int		 fd, k;
@@ -1015,11 +1018,11 @@ test_crlf_across_chunks(void **state)
 			assert_int_equal(tu_write_file(path, file.p, file.len),
 			    0);
 			fd = open_ro(path);
-			assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-			assert_int_equal(mbox_count(mb), 1);
-			assert_int_equal(mbox_size(mb, 0), eml.len);
+			assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+			assert_int_equal(maildrop_count(mb), 1);
+			assert_int_equal(maildrop_size(mb, 0), eml.len);
 			check_send(mb, 0, -1, eml.p, eml.len, "chunk");
-			mbox_close(mb);
+			maildrop_close(mb);
 			close(fd);
 		}
 	unlink(path);
@@ -1029,7 +1032,7 @@ test_crlf_across_chunks(void **state)
 }
 
 /*
- * Product bug (mbox.c, clen_target): a Content-Length whose target is
+ * Product bug (mbox_parse.c, clen_target): a Content-Length whose target is
  * followed by "\n" and a From_ line that is the file's last line, without
  * a newline, is not honoured, although the parser itself accepts such a
  * last line as a separator (see the from_only_nonl fixture).  The rule:
@@ -1042,7 +1045,7 @@ test_cl_target_from_line_at_eof(void **state)
 	static const char body[] = "x\n\nFrom carol@example.org Wed Jan  3 "
 	    "10:00:00 2024\ny\n";
 	struct tu_buf	 file = { NULL, 0, 0 };
-	struct mbox	*mb;
+	struct maildrop	*mb;
 	char		*path, n[32];
 	size_t		 count;
 	int		 fd;
@@ -1060,9 +1063,9 @@ test_cl_target_from_line_at_eof(void **state)
 	unlink(path);
 	free(path);
 	tu_buf_free(&file);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
-	count = mbox_count(mb);
-	mbox_close(mb);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
+	count = maildrop_count(mb);
+	maildrop_close(mb);
 	close(fd);
 	/* Want: the body whole (with its From carol line), then bob's. */
 	assert_int_equal(count, 2);

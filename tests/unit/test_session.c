@@ -234,11 +234,11 @@ test_result_text(void **state)
 	(void)state;
 	for (i = 0; i < CMD_RESULT_MAX; i++) {
 		assert_non_null(cmd_result_text[i]);
-		if (i != CMD_OK && i != CMD_ERR_MBOX)
+		if (i != CMD_OK && i != CMD_ERR_MAILDROP)
 			assert_true(strlen(cmd_result_text[i]) > 0);
 	}
-	for (i = 0; i < MBOX_STATUS_MAX; i++)
-		assert_non_null(mbox_status_text[i]);
+	for (i = 0; i < MAILDROP_STATUS_MAX; i++)
+		assert_non_null(maildrop_status_text[i]);
 }
 
 /* ---- the dispatcher -------------------------------------------------- */
@@ -264,7 +264,7 @@ struct conn {
 	struct io		*io;
 	struct session		 s;
 	struct fake_auth	 auth;
-	struct mbox		*mb;
+	struct maildrop		*mb;
 	int			 mb_fd;
 	char			*out;	/* the last reply */
 	size_t			 out_len;
@@ -296,7 +296,7 @@ conn_teardown(void **state)
 	struct conn	*c = *state;
 
 	if (c->mb != NULL)
-		mbox_close(c->mb);
+		maildrop_close(c->mb);
 	if (c->mb_fd != -1)
 		close(c->mb_fd);
 	if (c->path != NULL) {
@@ -634,9 +634,9 @@ enter_transaction(struct conn *c, const char *name)
 	if (c->mb_fd == -1)
 		fail_msg("open %s: %s", p, strerror(errno));
 	free(p);
-	assert_int_equal(mbox_parse_fd(c->mb_fd, &c->mb), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(c->mb_fd, &c->mb), MAILDROP_OK);
 	c->s.state = STATE_TRANSACTION;
-	c->s.mbox = c->mb;
+	c->s.maildrop = c->mb;
 	c->s.login = "test";
 }
 
@@ -696,12 +696,12 @@ static void
 test_uidl(void **state)
 {
 	struct conn	*c = *state;
-	char		 u[3][MBOX_UIDL_MAX];
+	char		 u[3][MAILDROP_UIDL_MAX];
 	size_t		 i;
 
 	enter_transaction(c, "simple");
 	for (i = 0; i < 3; i++)
-		mbox_uidl(c->mb, i, u[i]);
+		maildrop_uidl(c->mb, i, u[i]);
 	EXPECT(c, "UIDL", fmt("+OK Unique-ID listing follows\r\n"
 	    "1 %s\r\n2 %s\r\n3 %s\r\n.\r\n", u[0], u[1], u[2]));
 	EXPECT(c, "UIDL 2", fmt("+OK 2 %s\r\n", u[1]));
@@ -774,7 +774,7 @@ test_dele_rset(void **state)
 	load_expect("simple", &m);
 	enter_transaction(c, "simple");
 	EXPECT(c, "DELE 2", "+OK Message 2 deleted\r\n");
-	assert_true(mbox_deleted(c->mb, 1));
+	assert_true(maildrop_deleted(c->mb, 1));
 	EXPECT(c, "DELE 2", ERR_DELETED);
 	EXPECT(c, "RETR 2", ERR_DELETED);
 	EXPECT(c, "TOP 2 0", ERR_DELETED);
@@ -786,10 +786,10 @@ test_dele_rset(void **state)
 	    "1 %zu\r\n3 %zu\r\n.\r\n",
 	    (unsigned long long)(m.total - m.len[1]), m.len[0], m.len[2]));
 	{
-		char	 u1[MBOX_UIDL_MAX], u3[MBOX_UIDL_MAX];
+		char	 u1[MAILDROP_UIDL_MAX], u3[MAILDROP_UIDL_MAX];
 
-		mbox_uidl(c->mb, 0, u1);
-		mbox_uidl(c->mb, 2, u3);
+		maildrop_uidl(c->mb, 0, u1);
+		maildrop_uidl(c->mb, 2, u3);
 		EXPECT(c, "UIDL", fmt("+OK Unique-ID listing follows\r\n"
 		    "1 %s\r\n3 %s\r\n.\r\n", u1, u3));
 	}
@@ -800,9 +800,9 @@ test_dele_rset(void **state)
 	EXPECT(c, "RSET x", ERR_SYNTAX);
 	EXPECT(c, "RSET", fmt("+OK Maildrop has 3 messages (%llu octets)\r\n",
 	    (unsigned long long)m.total));
-	assert_false(mbox_deleted(c->mb, 0));
-	assert_false(mbox_deleted(c->mb, 1));
-	assert_false(mbox_deleted(c->mb, 2));
+	assert_false(maildrop_deleted(c->mb, 0));
+	assert_false(maildrop_deleted(c->mb, 1));
+	assert_false(maildrop_deleted(c->mb, 2));
 	expect_multiline(c, "RETR 2", fmt("+OK %zu octets\r\n", m.len[1]),
 	    m.eml[1], m.len[1]);
 	free_msgs(&m);
@@ -867,7 +867,7 @@ test_arity(void **state)
 	for (i = 0; bad[i] != NULL; i++)
 		EXPECT(c, bad[i], ERR_SYNTAX);
 	assert_int_equal(c->s.end, END_NONE);
-	assert_false(mbox_deleted(c->mb, 0));
+	assert_false(maildrop_deleted(c->mb, 0));
 }
 
 static void
@@ -905,7 +905,7 @@ test_quit_readonly(void **state)
 	assert_int_equal(c->s.end, END_QUIT);
 }
 
-/* QUIT in TRANSACTION commits the deletions (a real mbox_open). */
+/* QUIT in TRANSACTION commits the deletions (a real maildrop_open). */
 static void
 test_quit_commits(void **state)
 {
@@ -922,9 +922,9 @@ test_quit_commits(void **state)
 	if (asprintf(&c->path, "%s/mbox", c->dir) == -1)
 		abort();
 	assert_int_equal(tu_write_file(c->path, src, src_len), 0);
-	assert_int_equal(mbox_open(c->path, NULL, &c->mb), MBOX_OK);
+	assert_int_equal(maildrop_open(c->path, NULL, &c->mb), MAILDROP_OK);
 	c->s.state = STATE_TRANSACTION;
-	c->s.mbox = c->mb;
+	c->s.maildrop = c->mb;
 	c->s.login = "test";
 	EXPECT(c, "DELE 1", "+OK Message 1 deleted\r\n");
 	EXPECT(c, "QUIT", "+OK pop3d signing off (2 messages left)\r\n");
@@ -1013,7 +1013,7 @@ test_transaction_loop(void **state)
 	struct msgs	 m;
 	char		*p;
 	int		 fd;
-	struct mbox	*mb;
+	struct maildrop	*mb;
 
 	load_expect("simple", &m);
 	if (asprintf(&p, "%s/simple.mbox", tu_fixtures_dir()) == -1)
@@ -1021,10 +1021,10 @@ test_transaction_loop(void **state)
 	c->mb_fd = fd = open(p, O_RDONLY | O_CLOEXEC);
 	free(p);
 	assert_true(fd >= 0);
-	assert_int_equal(mbox_parse_fd(fd, &mb), MBOX_OK);
+	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
 	c->mb = mb;
 	peer_send(c, "STAT\r\nQUIT\r\n", 12);
-	assert_int_equal(session_transaction(&c->s, "test", mb, MBOX_OK),
+	assert_int_equal(session_transaction(&c->s, "test", mb, MAILDROP_OK),
 	    END_QUIT);
 	conn_read(c);
 	assert_string_equal(c->out, fmt("+OK Maildrop has 3 messages "
@@ -1040,7 +1040,7 @@ test_transaction_open_failed(void **state)
 	struct conn	*c = *state;
 
 	assert_int_equal(session_transaction(&c->s, "test", NULL,
-	    MBOX_LOCKED), END_IOERR);
+	    MAILDROP_LOCKED), END_IOERR);
 	conn_read(c);
 	assert_string_equal(c->out, "-ERR [SYS/TEMP] Mailbox is locked by "
 	    "another program\r\n");

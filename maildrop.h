@@ -1,0 +1,111 @@
+/*
+ * maildrop.h: one user's maildrop, as the POP3 layer sees it: a list of
+ * messages with sizes and UIDLs, deletion marks, a way to send one, and a
+ * commit.  Nothing here names the mailbox format; mbox.c implements it
+ * for the Unix mbox.  Runs as the mail user, never as root; the caller
+ * supplies the hooks that raise the mail group around spool work.
+ */
+#ifndef POP3D_MAILDROP_H
+#define POP3D_MAILDROP_H
+
+#include <sys/types.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct io;
+
+enum maildrop_status {
+	MAILDROP_OK,
+	MAILDROP_INUSE,		/* another POP3 session holds the maildrop */
+	MAILDROP_LOCKED,	/* the mailbox locks could not be had in time */
+	MAILDROP_BADFORMAT,	/* the file is not in the maildrop's format */
+	MAILDROP_BADFILE,	/* a symlink, not a regular file, or another's */
+	MAILDROP_NOACCESS,	/* the user may not read it */
+	MAILDROP_CHANGED,	/* rewritten by another program since read */
+	MAILDROP_READONLY,	/* deletions cannot be written back */
+	MAILDROP_IOERR,		/* a read, write or sync failed; errno logged */
+	MAILDROP_NOMEM,
+	MAILDROP_STATUS_MAX
+};
+
+/*
+ * A sentence for the client and the log, with its RFC 2449 / RFC 3206
+ * response code; every status has one.
+ */
+extern const char *const maildrop_status_text[MAILDROP_STATUS_MAX];
+
+struct maildrop_hooks {
+	/* Raise and lower the mail group around dotlock work; may be NULL. */
+	int	(*priv_raise)(void *);
+	void	(*priv_lower)(void *);
+	void	 *arg;
+	/* Seconds to keep trying for the mailbox locks. */
+	int	  lock_timeout;
+};
+
+struct maildrop;
+
+/*
+ * Opens the maildrop at path: lock, finish an interrupted commit, read
+ * the message list, unlock.  A missing file is an empty maildrop.  On
+ * success *md_r is the maildrop; it stays unlocked until
+ * maildrop_commit().
+ */
+enum maildrop_status maildrop_open(const char *path,
+		    const struct maildrop_hooks *, struct maildrop **md_r);
+/* Frees md and whatever it holds; NULL is allowed. */
+void		 maildrop_close(struct maildrop *md);
+
+/* Messages the client sees (a folder-data pseudo-message is hidden). */
+size_t		 maildrop_count(const struct maildrop *);
+/* idx is 0-based, < maildrop_count(): octets as sent on the wire. */
+uint64_t	 maildrop_size(const struct maildrop *, size_t idx);
+/* Writes the UIDL (1-70 chars of 0x21-0x7e) into buf (>= MAILDROP_UIDL_MAX). */
+#define MAILDROP_UIDL_MAX	48
+void		 maildrop_uidl(const struct maildrop *, size_t idx, char *buf);
+int		 maildrop_deleted(const struct maildrop *, size_t idx);
+void		 maildrop_set_deleted(struct maildrop *, size_t idx, int);
+/* The total size of the messages not marked deleted, and their number. */
+void		 maildrop_stat(const struct maildrop *, size_t *count_r,
+		    uint64_t *octets_r);
+
+/*
+ * Sends message idx through the body writer: all of it when
+ * max_body_lines < 0, else the header and that many body lines.  Ends
+ * with the final ".".  MAILDROP_CHANGED: the file no longer holds the
+ * message (the reply is then incomplete and the connection must be
+ * dropped); MAILDROP_IOERR: reading the maildrop or writing to the
+ * client failed.
+ */
+enum maildrop_status maildrop_send(struct maildrop *, size_t idx, struct io *,
+		    int64_t max_body_lines);
+
+/*
+ * Removes the messages marked deleted, keeping everything else and any
+ * mail delivered since maildrop_open().  Writes nothing when nothing is
+ * marked.
+ *
+ * MAILDROP_OK: the deletions are done.  Any other status means they are
+ * not done yet, which is not the same as "nothing is deleted": when the
+ * failure came before the commit was decided, the maildrop is as it was;
+ * when it came after (the journal of the commit was already durable),
+ * the commit is decided and the next maildrop_open() or
+ * maildrop_recover() of this maildrop completes it.  Either way no kept
+ * message and no newer mail is ever lost.
+ */
+enum maildrop_status maildrop_commit(struct maildrop *);
+
+/* Finishes an interrupted commit of the maildrop at path, if any. */
+enum maildrop_status maildrop_recover(const char *path,
+		    const struct maildrop_hooks *);
+
+/*
+ * Takes the per-maildrop session lock in rundir (an open-file-description
+ * lock that dies with the process).  *fd_r keeps it; MAILDROP_INUSE when
+ * another session holds it.
+ */
+enum maildrop_status maildrop_session_lock(const char *rundir,
+		    const char *path, int *fd_r);
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * mbox_impl.h: what the parts of the mbox implementation of maildrop.h
+ * share: the message table, the maildrop itself, and the functions one
+ * part calls in another.  All of it runs as the mail user.  Nothing
+ * outside mbox*.c includes this file, except unit tests of internals.
+ *
+ *   mbox.c          the public API: open, close, the table, send
+ *   mbox_from.c     From_ line recognition
+ *   mbox_parse.c    the scanner and parser, Content-Length, the table
+ *   mbox_uidl.c     UIDL hashing and numbering
+ *   mbox_lock.c     fcntl and dotlock, the session lock
+ *   mbox_journal.c  the commit and its recovery
+ *   mbox_index.c    the index cache
+ */
+#ifndef POP3D_MBOX_IMPL_H
+#define POP3D_MBOX_IMPL_H
+
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <md5.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "maildrop.h"
+#include "mbox.h"
+
+#define CHUNK		(128 * 1024)	/* read size for parse and send */
+#define LINE_KEEP	4096		/* bytes of a line the parser looks at */
+#define HEAD_HASHED	512		/* message bytes the commit re-checks */
+
+/*
+ * One message, in 48 bytes: memory grows with the number of messages.
+ * Its bytes on file are [msg_body(), msg_end()); the next message (or
+ * the end of what was parsed) starts at msg_next().  The index stores
+ * these records as they are.
+ */
+struct mbox_msg {
+	off_t		 from_off;	/* the From_ line */
+	uint64_t	 size;		/* octets on the wire */
+	uint64_t	 fingerprint;	/* of the From_ line and the head */
+	unsigned char	 uid[16];	/* MD5 of stable header lines */
+	uint32_t	 uid_seq;	/* 1, or n for the n-th identical uid */
+	uint16_t	 from_len;	/* the From_ line, terminator excluded */
+	uint8_t		 from_eol;	/* its terminator: 0, 1 or 2 bytes */
+	uint8_t		 frame : 2;	/* the empty line before msg_next() */
+	uint8_t		 deleted : 1;
+	uint8_t		 hidden : 1;
+};
+
+/* The mbox implementation of the opaque maildrop of maildrop.h. */
+struct maildrop {
+	char			*path;
+	char			*lockpath;
+	char			*jnlpath;
+	char			*idxpath;
+	int			 fd;		/* -1: the file does not exist */
+	int			 fd_borrowed;	/* mbox_parse_fd: not ours */
+	int			 writable;
+	dev_t			 dev;
+	ino_t			 ino;
+	off_t			 parsed_size;
+	struct mbox_msg		*msgs;
+	size_t			 nmsgs;		/* all, hidden included */
+	size_t			 cap;		/* msgs allocated */
+	enum mbox_table_source	 table_source;
+	struct timespec		 parsed_ctime;	/* of the file as parsed */
+	struct timespec		 parsed_mtime;
+	int			 settled;	/* ctime told changes apart */
+	size_t			 nhidden;	/* 1 when msgs[0] is hidden */
+	struct maildrop_hooks	 hooks;
+	int			 dotlocked;
+	time_t			 dotlock_time;
+	char			*buf;		/* CHUNK bytes for send/commit */
+};
+
+/* One line as the scanner hands it to the parser. */
+struct line {
+	off_t		 off;		/* file offset of the line */
+	const char	*head;		/* its first hlen bytes */
+	size_t		 hlen;
+	uint64_t	 len;		/* bytes, terminator included */
+	uint64_t	 content;	/* bytes before LF or CRLF */
+	int		 has_lf;
+};
+
+static inline off_t
+msg_next(const struct maildrop *mb, size_t i)
+{
+	return i + 1 < mb->nmsgs ? mb->msgs[i + 1].from_off : mb->parsed_size;
+}
+
+static inline off_t
+msg_body(const struct mbox_msg *m)
+{
+	return m->from_off + m->from_len + m->from_eol;
+}
+
+static inline off_t
+msg_end(const struct maildrop *mb, size_t i)
+{
+	return msg_next(mb, i) - mb->msgs[i].frame;
+}
+
+/* Is line l the header field name (case-insensitive, colon included)? */
+static inline int
+header_is(const struct line *l, const char *name)
+{
+	size_t	 n = strlen(name);
+
+	return l->hlen > n && strncasecmp(l->head, name, n) == 0;
+}
+
+/* Has the file kept the mtime and ctime it had (every write moves them)? */
+static inline int
+same_times(const struct stat *sb, const struct timespec *mtime,
+    const struct timespec *ctime)
+{
+	return sb->st_mtim.tv_sec == mtime->tv_sec &&
+	    sb->st_mtim.tv_nsec == mtime->tv_nsec &&
+	    sb->st_ctim.tv_sec == ctime->tv_sec &&
+	    sb->st_ctim.tv_nsec == ctime->tv_nsec;
+}
+
+/*
+ * A fast 64-bit hash of a short byte string, a word at a time: the
+ * check that bytes are still what the parser saw.  Not for anything an
+ * attacker picks.
+ */
+static inline uint64_t
+hash64(const void *buf, size_t len)
+{
+	const unsigned char	*p = buf;
+	uint64_t		 h = 0x9e3779b97f4a7c15ULL ^ len, w;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		memcpy(&w, p, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	w = 0;
+	memcpy(&w, p, len);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 29);
+}
+
+/* A message's fingerprint: its From_ line's hash with its head's. */
+static inline uint64_t
+msg_fingerprint(uint64_t from_hash, uint64_t head_hash)
+{
+	return from_hash ^ (head_hash * 0x9e3779b97f4a7c15ULL);
+}
+
+/* mbox.c: full-length pread (short only at EOF; -1 on error) and pwrite. */
+ssize_t		 mbox_pread_full(int, void *, size_t, off_t);
+int		 mbox_pwrite_full(int, const void *, size_t, off_t);
+
+/* mbox_from.c: is the line (no terminator) a message separator? */
+int		 mbox_is_from_line(const char *line, size_t len);
+
+/*
+ * mbox_parse.c: parses [start, fsize) of the file, start being 0 or the
+ * From_ line of a message after those already in mb->msgs, then numbers
+ * the UIDs.  mbox_msg_intact(): are message i's From_ line and first
+ * bytes still what its fingerprint says (reads through mb->buf)?
+ */
+enum maildrop_status mbox_parse(struct maildrop *mb, off_t start,
+		    off_t fsize);
+int		 mbox_msg_intact(struct maildrop *mb, size_t i);
+
+/*
+ * mbox_uidl.c: the UID of one message is the MD5 of its From_ line and
+ * of the header lines mail readers never rewrite.  mbox_uid_begin()
+ * starts it from the From_ line, mbox_uid_header() takes a header line,
+ * mbox_uid_end() writes the digest.  received counts the Received: lines seen.  The
+ * parser passes only the header lines that start with D, M, R or X, the
+ * initials of every field the UID takes.
+ */
+struct uid_hash {
+	MD5_CTX		 md5;
+	int		 received;
+};
+void		 mbox_uid_begin(struct uid_hash *, const struct line *from);
+void		 mbox_uid_header(struct uid_hash *, const struct line *);
+void		 mbox_uid_end(struct uid_hash *, unsigned char uid[16]);
+/* Numbers identical UIDs in file order: h, h-2, h-3. */
+enum maildrop_status mbox_uid_number(struct maildrop *mb);
+/* The UIDL of one message, in buf (>= MAILDROP_UIDL_MAX). */
+void		 mbox_uid_format(const struct mbox_msg *, char *buf);
+
+/*
+ * mbox_lock.c: the mail group around spool work (the caller's hooks;
+ * 0 or -1), and both mailbox locks, fcntl then the dotlock.
+ */
+int		 mbox_priv_raise(struct maildrop *mb);
+void		 mbox_priv_lower(struct maildrop *mb);
+enum maildrop_status mbox_lock(struct maildrop *mb);
+void		 mbox_unlock(struct maildrop *mb);
+/* Refreshes a held dotlock so that nobody takes it for stale. */
+void		 mbox_dotlock_refresh(struct maildrop *mb);
+
+/*
+ * mbox_journal.c: finishes any interrupted commit; called with both
+ * locks held.
+ */
+enum maildrop_status mbox_recover_locked(struct maildrop *mb);
+
+/*
+ * mbox_index.c: the index cache.  mbox_idx_load() runs under the locks
+ * with sb the mailbox now; MBOX_TABLE_INDEX_GROWN leaves all but the
+ * last message loaded and *resume_r where parsing goes on.
+ * mbox_idx_save() runs after a parse; mbox_idx_drop() after a commit.
+ * mbox_ctime_settled(): was the change sb records far enough before now
+ * that any later change gets a later ctime?
+ */
+enum mbox_table_source mbox_idx_load(struct maildrop *mb,
+		    const struct stat *sb, off_t *resume_r);
+void		 mbox_idx_save(struct maildrop *mb, const struct stat *sb);
+void		 mbox_idx_drop(struct maildrop *mb);
+int		 mbox_ctime_settled(const struct stat *sb,
+		    const struct timespec *now);
+
+#endif
