@@ -23,6 +23,10 @@
 #include "log.h"
 #include "sandbox.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 enum sandbox_rule {
 	SB_ALLOW,		/* any arguments */
 	SB_NOEXEC		/* only when argument 2 (prot) lacks PROT_EXEC */
@@ -74,21 +78,32 @@ static const struct sandbox_call sandbox_calls[] = {
 	{ "restart_syscall",	SB_ALLOW },
 #ifdef __SANITIZE_ADDRESS__
 	/*
-	 * The ASan/UBSan runtime (make SANITIZE=1): its allocator and
-	 * reports use gettid (the reporting thread), sched_yield (its spin
-	 * locks), sigaltstack and rt_sigprocmask/rt_sigaction (its deadly
-	 * signal handler), getrlimit via prlimit64 and the report's
-	 * "Sanitizer CHECK" path.  None of these reaches outside the process.
+	 * make SANITIZE=1: the ASan runtime queries its signal stack
+	 * (sigaltstack) at _exit, names the reporting thread (gettid) and
+	 * masks signals in its deadly-signal and report paths
+	 * (rt_sigprocmask).  None reaches outside the process.
 	 */
-	{ "gettid",		SB_ALLOW },
-	{ "sched_yield",	SB_ALLOW },
 	{ "sigaltstack",	SB_ALLOW },
+	{ "gettid",		SB_ALLOW },
 	{ "rt_sigprocmask",	SB_ALLOW },
-	{ "rt_sigaction",	SB_ALLOW },
-	{ "prlimit64",		SB_ALLOW },
-	{ "getrlimit",		SB_ALLOW },
 #endif
 };
+
+#ifdef __SANITIZE_ADDRESS__
+/*
+ * What an ASan or UBSan report reads on its way (the executable's name,
+ * /proc/self/cmdline and environ, isatty(2) for colours, a pipe and a
+ * PATH search for llvm-symbolizer): refused with an error instead of
+ * killed, so that the report is printed, unsymbolised.  Mappings are
+ * cached beforehand by __sanitizer_sandbox_on_notify().  The leak check
+ * at exit(3) needs clone and ptrace and cannot work here; the pre-login
+ * process ends with _exit(2), which skips it.
+ */
+static const char *const sandbox_refused_asan[] = {
+	"open", "openat", "readlink", "newfstatat", "stat", "ioctl", "pipe",
+	"pipe2"
+};
+#endif
 
 /*
  * The pre-login account cannot write files, so RLIMIT_FSIZE 0 costs it
@@ -174,6 +189,20 @@ load_filter(void)
 		if (rc < 0)
 			return scmp_fail(ctx, rc);
 	}
+#ifdef __SANITIZE_ADDRESS__
+	for (i = 0; i < sizeof(sandbox_refused_asan) /
+	    sizeof(sandbox_refused_asan[0]); i++) {
+		nr = seccomp_syscall_resolve_name(sandbox_refused_asan[i]);
+		if (nr == __NR_SCMP_ERROR || nr < 0)
+			continue;
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(strcmp(
+		    sandbox_refused_asan[i], "ioctl") == 0 ? ENOTTY : EACCES),
+		    nr, 0);
+		if (rc < 0)
+			return scmp_fail(ctx, rc);
+	}
+	__sanitizer_sandbox_on_notify(NULL);
+#endif
 	rc = seccomp_load(ctx);
 	seccomp_release(ctx);
 	if (rc < 0) {

@@ -323,7 +323,8 @@ static int
 body_openat(void *arg)
 {
 	(void)arg;
-	return open("/", O_RDONLY | O_DIRECTORY) == -1 ? 50 : 51;
+	return open("/", O_RDONLY | O_DIRECTORY) == -1 && errno == EACCES ?
+	    50 : 51;
 }
 
 static int
@@ -334,7 +335,7 @@ body_socket_inet(void *arg)
 }
 
 static int
-body_socket_unix_stream_nocloexec(void *arg)
+body_socket_unix_stream(void *arg)
 {
 	(void)arg;
 	return socket(AF_UNIX, SOCK_STREAM, 0) == -1 ? 50 : 51;
@@ -428,23 +429,35 @@ body_unshare(void *arg)
 	return syscall(SYS_unshare, 0) == -1 ? 50 : 51;
 }
 
+/*
+ * Under make SANITIZE=1 the sanitizer's report path may open files:
+ * those calls fail with EACCES instead (sandbox.c), which body_openat
+ * reports as exit status 50.
+ */
+#ifdef __SANITIZE_ADDRESS__
+#define SOFT_UNDER_ASAN	1
+#else
+#define SOFT_UNDER_ASAN	0
+#endif
+
 static const struct forbidden {
 	const char	*what;
 	body_fn		 body;
+	int		 soft;		/* refused, not killed, under ASan */
 } forbidden[] = {
-	{ "openat /", body_openat },
-	{ "socket(AF_INET)", body_socket_inet },
-	{ "socket(AF_UNIX, SOCK_STREAM)", body_socket_unix_stream_nocloexec },
-	{ "fork", body_fork },
-	{ "execve", body_execve },
-	{ "mprotect PROT_EXEC", body_mprotect_exec },
-	{ "mmap PROT_EXEC", body_mmap_exec },
-	{ "ptrace", body_ptrace },
-	{ "kill of the parent", body_kill_parent },
-	{ "dup", body_dup },
-	{ "setuid", body_setuid },
-	{ "sendmsg", body_sendmsg },
-	{ "unshare", body_unshare },
+	{ "openat /", body_openat, SOFT_UNDER_ASAN },
+	{ "socket(AF_INET)", body_socket_inet, 0 },
+	{ "socket(AF_UNIX, SOCK_STREAM)", body_socket_unix_stream, 0 },
+	{ "fork", body_fork, 0 },
+	{ "execve", body_execve, 0 },
+	{ "mprotect PROT_EXEC", body_mprotect_exec, 0 },
+	{ "mmap PROT_EXEC", body_mmap_exec, 0 },
+	{ "ptrace", body_ptrace, 0 },
+	{ "kill of the parent", body_kill_parent, 0 },
+	{ "dup", body_dup, 0 },
+	{ "setuid", body_setuid, 0 },
+	{ "sendmsg", body_sendmsg, 0 },
+	{ "unshare", body_unshare, 0 },
 };
 
 static void
@@ -457,6 +470,11 @@ test_forbidden_calls_kill(void **state)
 	for (i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
 		status = run_confined(forbidden[i].body, NULL, ERR_DEVNULL,
 		    NULL);
+		if (forbidden[i].soft) {
+			assert_true(WIFEXITED(status));
+			assert_int_equal(WEXITSTATUS(status), 50);
+			continue;
+		}
 		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSYS)
 			fail_msg("%s: not killed by SIGSYS (status %#x)",
 			    forbidden[i].what, status);
