@@ -29,7 +29,7 @@
 
 enum sandbox_rule {
 	SB_ALLOW,		/* any arguments */
-	SB_NOEXEC		/* only when argument 2 (prot) lacks PROT_EXEC */
+	SB_NOEXEC		/* only if argument 2 (prot) lacks PROT_EXEC */
 };
 
 struct sandbox_call {
@@ -180,12 +180,12 @@ load_filter(void)
 	if ((nr = seccomp_syscall_resolve_name("socket")) != __NR_SCMP_ERROR &&
 	    nr >= 0) {
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 2,
-		    SCMP_A0(SCMP_CMP_EQ, AF_UNIX),
-		    SCMP_A1(SCMP_CMP_EQ, SOCK_DGRAM | SOCK_CLOEXEC));
+		    SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0),
+		    SCMP_A1(SCMP_CMP_EQ, SOCK_DGRAM | SOCK_CLOEXEC, 0));
 		if (rc == 0)
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr,
-			    2, SCMP_A0(SCMP_CMP_EQ, AF_UNIX),
-			    SCMP_A1(SCMP_CMP_EQ, SOCK_STREAM | SOCK_CLOEXEC));
+			    2, SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0), SCMP_A1(
+			    SCMP_CMP_EQ, SOCK_STREAM | SOCK_CLOEXEC, 0));
 		if (rc < 0)
 			return scmp_fail(ctx, rc);
 	}

@@ -40,7 +40,7 @@
 
 /* What the parent learnt about the confined child, before it went on. */
 struct seen {
-	int		 seccomp;	/* the "Seccomp:" field of /proc/PID/status */
+	int		 seccomp;	/* "Seccomp:" of /proc/PID/status */
 	int		 nnp;		/* "NoNewPrivs:" */
 	struct rlimit	 nproc, fsize, nofile, core;
 };
