@@ -20,11 +20,11 @@
 int	sandbox_prepare(void);
 
 /*
- * After the drop: no core, no new processes, no file growth (but see
- * sandbox.c on a log file given as stderr), no descriptor numbered above
- * maxfd, the highest one the process holds; then no_new_privs and the
- * seccomp filter.  Returns 0, or -1 (errno) with the process perhaps
- * partly confined: the caller must then exit.
+ * After the drop: no core, no new processes, no file growth (except a
+ * log file given as stderr, and under valgrind: see sandbox.c), no new
+ * descriptor numbered above maxfd, the highest one the process holds;
+ * then no_new_privs and the seccomp filter.  Returns 0, or -1 (errno)
+ * with the process perhaps partly confined: the caller must then exit.
  */
 int	sandbox_enter(int maxfd);
 
