@@ -6,7 +6,7 @@ SYSCONFDIR ?= /etc
 DESTDIR	?=
 
 CC	?= cc
-PKGS	 = pam libxcrypt libmd
+PKGS	 = pam libxcrypt libmd libseccomp
 # pop3d is started for every connection, and each shared library costs
 # the loader tens of microseconds: the two small, stable ones (libmd's
 # MD5, liblockfile's dotlock) are linked in; libpam and libxcrypt, which
@@ -17,7 +17,7 @@ CFLAGS	+= -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 	   -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
 	   -Wformat=2 -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	   -MMD -MP $(shell pkg-config --cflags $(PKGS))
-LDLIBS	+= $(shell pkg-config --libs pam libxcrypt) $(STATIC_LIBS)
+LDLIBS	+= $(shell pkg-config --libs pam libxcrypt libseccomp) $(STATIC_LIBS)
 ifeq ($(SANITIZE),1)
 CFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer -O1 \
 	   -U_FORTIFY_SOURCE
@@ -31,9 +31,10 @@ ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
 $(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
 endif
 
-LIBSRCS	 = auth.c io.c log.c maildrop.c mbox.c mbox_from.c mbox_index.c \
-	   mbox_journal.c mbox_lock.c mbox_parse.c mbox_uidl.c monitor.c \
-	   peer.c prelogin.c privdrop.c privsep.c scan.c session.c
+LIBSRCS	 = auth.c io.c log.c maildrop.c mbox.c mbox_from.c \
+	   mbox_index.c mbox_journal.c mbox_lock.c mbox_parse.c mbox_uidl.c \
+	   monitor.c peer.c prelogin.c privdrop.c privsep.c sandbox.c scan.c \
+	   session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = $(patsubst %.c,%,$(wildcard tests/unit/test_*.c))
 FAULTLIB = tests/fault/fault.so

@@ -3,7 +3,7 @@
 # when they are missing.  Needs root only when something is missing.
 set -eu
 
-build="gcc make pkg-config libc6-dev libpam0g-dev libcrypt-dev libmd-dev liblockfile-dev"
+build="gcc make pkg-config libc6-dev libpam0g-dev libcrypt-dev libmd-dev liblockfile-dev libseccomp-dev"
 demo="$build python3 util-linux curl"
 test="$demo libcmocka-dev libpam-wrapper libnss-wrapper libuid-wrapper \
 python3-pytest liblockfile-bin procps systemd xinetd valgrind clang libclang-rt-14-dev procmail \
