@@ -31,7 +31,7 @@ ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
 $(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
 endif
 
-LIBSRCS	 = auth.c io.c log.c mbox.c privsep.c scan.c session.c
+LIBSRCS	 = auth.c io.c log.c mbox.c privsep.c proxy.c scan.c session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = $(patsubst %.c,%,$(wildcard tests/unit/test_*.c))
 FAULTLIB = tests/fault/fault.so
