@@ -55,7 +55,7 @@ units: $(UNITS) $(FAULTLIB)
 # libFuzzer (clang): the mbox parser and body writer.  make fuzz runs it
 # for FUZZ_TIME seconds from the fixture corpus; make check runs it briefly.
 FUZZ_TIME ?= 60
-FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_session
+FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_proxy tests/fuzz/fuzz_session
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
 	   -fsanitize=fuzzer,address,undefined -I. \
 	   $(shell pkg-config --cflags $(PKGS))
