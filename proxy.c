@@ -251,8 +251,8 @@ v1_parse(const unsigned char *buf, size_t len, struct proxy_info *info,
 /* ---- version 2 ------------------------------------------------------- */
 
 /*
- * Checks that p[0..len) is a sequence of whole TLVs and calls back for
- * none: the caller walks it again knowing it is sound.  Returns 0 or -1.
+ * Is p[0..len) a sequence of whole TLVs (type, 16-bit length, value)?
+ * Returns 0 or -1; a caller that walks them afterwards need not check.
  */
 static int
 v2_tlvs_whole(const unsigned char *p, size_t len)
