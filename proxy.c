@@ -517,17 +517,17 @@ get_bytes(int fd, int is_sock, int peek, unsigned char *buf, size_t want,
 }
 
 /*
- * Consumes exactly want bytes into buf: on a socket they were peeked at,
- * so they are there already; elsewhere they may still be on their way.
+ * Consumes exactly want bytes of a socket into buf.  They were peeked at,
+ * so they are there already; only another reader could make this wait.
  */
 static int
-take(int fd, int is_sock, unsigned char *buf, size_t want, int64_t deadline,
+take(int fd, unsigned char *buf, size_t want, int64_t deadline,
     const char **why_r)
 {
 	ssize_t	 n;
 
 	while (want > 0) {
-		if ((n = get_bytes(fd, is_sock, 0, buf, want, deadline,
+		if ((n = get_bytes(fd, 1, 0, buf, want, deadline,
 		    why_r)) == -1)
 			return -1;
 		if (n == 0) {
@@ -597,7 +597,7 @@ proxy_read(int fd, int timeout_ms, struct proxy_info *info,
 		if (r == -1)
 			return -1;
 		if (r == 0) {
-			if (is_sock && take(fd, 1, buf + have, (size_t)n,
+			if (is_sock && take(fd, buf + have, (size_t)n,
 			    deadline, why_r) == -1)
 				return -1;
 			have += (size_t)n;
@@ -608,7 +608,7 @@ proxy_read(int fd, int timeout_ms, struct proxy_info *info,
 			*why_r = "truncated";	/* proxy_parse prevents this */
 			return -1;
 		}
-		if (is_sock && take(fd, 1, buf + have, (size_t)r - have,
+		if (is_sock && take(fd, buf + have, (size_t)r - have,
 		    deadline, why_r) == -1)
 			return -1;
 		/* Judge the bytes consumed, not the bytes peeked at. */
