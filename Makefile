@@ -33,8 +33,8 @@ endif
 
 LIBSRCS	 = auth.c io.c log.c maildrop.c mbox.c mbox_from.c \
 	   mbox_index.c mbox_journal.c mbox_lock.c mbox_parse.c mbox_uidl.c \
-	   monitor.c peer.c prelogin.c privdrop.c privsep.c sandbox.c scan.c \
-	   session.c
+	   monitor.c peer.c prelogin.c privdrop.c privsep.c proxy.c sandbox.c \
+	   scan.c session.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = $(patsubst %.c,%,$(wildcard tests/unit/test_*.c))
 FAULTLIB = tests/fault/fault.so
@@ -58,7 +58,7 @@ units: $(UNITS) $(FAULTLIB)
 # libFuzzer (clang): the mbox parser and body writer.  make fuzz runs it
 # for FUZZ_TIME seconds from the fixture corpus; make check runs it briefly.
 FUZZ_TIME ?= 60
-FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_session
+FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_proxy tests/fuzz/fuzz_session
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
 	   -fsanitize=fuzzer,address,undefined -I. \
 	   $(shell pkg-config --cflags $(PKGS))

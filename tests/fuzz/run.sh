@@ -22,6 +22,7 @@ for src in tests/fuzz/fuzz_*.c; do
 	case "$name" in
 	fuzz_mbox) cp tests/fixtures/*.mbox demo/sample.mbox "$corpus"/ ;;
 	fuzz_session) cp tests/fuzz/corpus-session/* "$corpus"/ ;;
+	fuzz_proxy) cp tests/fuzz/corpus-proxy/* "$corpus"/ ;;
 	esac
 	if ASAN_OPTIONS=detect_leaks=1 "./$f" -max_total_time="$secs" \
 	    -max_len=65536 -timeout=10 -rss_limit_mb=1024 \
