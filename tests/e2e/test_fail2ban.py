@@ -358,3 +358,213 @@ def test_filter_matches_what_pop3d_logs(pop3d_env, peer):
         assert summary == (f"Lines: {len(logged)} lines, 0 ignored, "
                            f"{len(want_matched)} matched, "
                            f"{len(want_missed)} missed"), summary
+
+
+# ---- 2. end to end: rsyslogd, pop3d under syslog, fail2ban-server ------------
+
+MAXRETRY = 4
+WAIT = 60.0     # a generous bound for a daemon to catch up; never a timing
+
+
+def wait_for(what, cond, deadline=WAIT, procs=()):
+    end = time.monotonic() + deadline
+    while True:
+        v = cond()
+        if v:
+            return v
+        for p, log in procs:
+            assert p.poll() is None, \
+                f"{p.args[0]} exited with {p.returncode}:\n" + \
+                log.read_text(errors="replace")
+        assert time.monotonic() < end, f"waited {deadline}s for {what}"
+        time.sleep(0.1)
+
+
+def stop_pid(proc):
+    """Ends one daemon the test started, by its pid."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def unshare_works():
+    if UNSHARE is None:
+        return False
+    r = subprocess.run([UNSHARE, "-m", "--propagation", "private", "true"],
+                       capture_output=True, env={"PATH": PATH})
+    return r.returncode == 0
+
+
+@pytest.fixture
+def syslog(tmp_path):
+    """rsyslogd on a socket of its own, writing facility mail to a file in
+    traditional format (as Debian's /var/log/mail.log): (dev directory
+    holding the socket "log", the log file)."""
+    if RSYSLOGD is None:
+        pytest.skip("needs rsyslog (apt-get install rsyslog)")
+    if not unshare_works():
+        pytest.skip("needs unshare -m (a private mount namespace)")
+    d = tmp_path / "syslog"
+    dev = d / "dev"
+    dev.mkdir(parents=True)
+    # Mount points for the device nodes pop3d's namespace borrows.
+    for n in ("null", "zero", "random", "urandom"):
+        (dev / n).touch()
+    logfile = d / "mail.log"
+    conf = d / "rsyslog.conf"
+    conf.write_text(
+        f'global(workDirectory="{d}")\n'
+        # Never the machine's /dev/log: only the scratch socket.
+        'module(load="imuxsock" SysSock.Use="off")\n'
+        f'input(type="imuxsock" Socket="{dev}/log")\n'
+        f'mail.* action(type="omfile" file="{logfile}" '
+        'template="RSYSLOG_TraditionalFileFormat")\n')
+    err = d / "rsyslogd.err"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [RSYSLOGD, "-f", str(conf), "-i", str(d / "rsyslogd.pid"), "-n"],
+            stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+            env={"PATH": PATH})
+    try:
+        wait_for("rsyslogd's socket", (dev / "log").is_socket,
+                 procs=[(proc, err)])
+        yield dev, logfile, (proc, err)
+    finally:
+        stop_pid(proc)
+
+
+def f2b_client(conf, sock, *args):
+    r = subprocess.run([F2B_CLIENT, "-c", str(conf), "-s", str(sock), *args],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": PATH, "LANG": "C.UTF-8"})
+    return r.returncode, r.stdout, r.stderr
+
+
+def jail_status(conf, sock):
+    """(total failed, currently banned, banned list) of the pop3d jail."""
+    rc, out, err = f2b_client(conf, sock, "status", "pop3d")
+    assert rc == 0, out + err
+    total = int(re.search(r"Total failed:\s*(\d+)", out).group(1))
+    banned = int(re.search(r"Currently banned:\s*(\d+)", out).group(1))
+    ips = re.search(r"Banned IP list:\s*(.*)$", out, re.M).group(1).split()
+    return total, banned, ips
+
+
+@pytest.fixture
+def fail2ban(tmp_path, syslog):
+    """fail2ban-server with the shipped filter and jail, overridden by a
+    jail.local only for the test's log file, polling, MAXRETRY, and an
+    action that appends each banned address to a file.  Yields (config
+    dir, socket, bans file)."""
+    if F2B_SERVER is None or F2B_CLIENT is None:
+        pytest.skip("needs fail2ban-server and fail2ban-client")
+    dev, logfile, _ = syslog
+    logfile.touch()
+    conf = f2b_confdir(tmp_path)
+    run = tmp_path / "f2b-run"
+    run.mkdir()
+    sock, pidfile, bans = run / "f2b.sock", run / "f2b.pid", run / "bans"
+    f2blog = run / "fail2ban.log"
+    (conf / "fail2ban.conf").write_text(
+        "[Definition]\nloglevel = INFO\n"
+        f"logtarget = {f2blog}\nsocket = {sock}\npidfile = {pidfile}\n"
+        "dbfile = :memory:\nsyslogsocket = auto\n")
+    (conf / "action.d" / "record.conf").write_text(
+        "[Definition]\nactionstart =\nactionstop =\nactioncheck =\n"
+        f"actionban = echo <ip> >> {bans}\nactionunban =\n")
+    (conf / "jail.local").write_text(
+        "[pop3d]\n"
+        f"logpath = {logfile}\n"
+        "backend = polling\n"
+        f"maxretry = {MAXRETRY}\n"
+        "findtime = 1h\nbantime = 1h\n"
+        # The test's clients are on loopback or documentation addresses.
+        "ignoreself = false\nignoreip =\n"
+        "usedns = no\n"
+        "action = record\n")
+    err = run / "server.err"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [F2B_SERVER, "-f", "-x", "-c", str(conf), "-s", str(sock),
+             "-p", str(pidfile)],
+            stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+            env={"PATH": PATH, "LANG": "C.UTF-8"})
+    try:
+        procs = [(proc, err), syslog[2]]
+        wait_for("the pop3d jail", lambda: f2b_client(
+            conf, sock, "status", "pop3d")[0] == 0, procs=procs)
+        yield conf, sock, bans, procs
+    finally:
+        stop_pid(proc)
+        print(f2blog.read_text(errors="replace") if f2blog.exists() else "")
+
+
+def syslog_session(env, dev, peer, args=()):
+    """pop3d without -d (so to syslog), in a private mount namespace where
+    the scratch directory `dev` (rsyslogd's socket "log" and the device
+    nodes bound in) is mounted over /dev."""
+    script = ('d=$1; shift; for n in null zero random urandom; do '
+              'mount --bind "/dev/$n" "$d/$n" || exit 111; done; '
+              'mount --rbind "$d" /dev || exit 111; exec "$@"')
+    argv = [a for a in env.argv(args) if a != "-d"]
+    assert len(argv) == len(env.argv(args)) - 1
+    e = env.env()
+    how, addr, _ = PEERS[peer]
+    if how not in (None, "tcp"):
+        e[how] = addr
+    wrapped = [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c",
+               script, "sh", str(dev), "/usr/bin/env", "-i"] + \
+        [f"{k}={v}" for k, v in e.items()] + argv
+    return start_session(env, peer, argv=wrapped, penv={"PATH": PATH})
+
+
+def test_jail_bans_after_maxretry_failures(pop3d_env, syslog, fail2ban):
+    """MAXRETRY - 1 failures from a client do not ban it, nor do temporary
+    failures or "too many failed logins"; the MAXRETRY-th failure from
+    127.0.0.7 (a real TCP client) bans exactly 127.0.0.7, though the name
+    it tried was "x from 10.9.9.9", and not 203.0.113.5 (REMOTE_ADDR),
+    which stopped at MAXRETRY - 1.  The counts are read once fail2ban has
+    read the last line, so a line counted that should not be shows."""
+    env = pop3d_env
+    dev, logfile, _ = syslog
+    conf, sock, bans, procs = fail2ban
+    vpass = write_secret_file(
+        env, "vpasswd", f"{INJECTED}:{hash_password('right')}:alice:\n")
+    missing = str(env.tmp / "no-such-passwd")
+    a, b = PEERS["tcp4"][2], PEERS["remote_addr"][2]
+    assert MAXRETRY == 4
+
+    def session(drive, peer, args=()):
+        srv = syslog_session(env, dev, peer, args)
+        drive(srv)
+        assert srv.wait() in (0, 1), srv.log
+        assert srv.log == "", srv.log   # everything went to syslog
+
+    def total_failed_reaches(n):
+        return lambda: jail_status(conf, sock)[0] >= n
+
+    session(s_three_failures, "tcp4")                 # a: 3 of 4
+    session(s_tempfail, "tcp4", ["-f", missing])      # a: never counted
+    session(s_three_failures, "remote_addr")          # b: 3 of 4
+    wait_for("6 failures counted", total_failed_reaches(6), procs=procs)
+    text = logfile.read_text()
+    assert text.count(" pop3d[") == text.count("\n"), text
+    for who in (a, b):
+        assert len(re.findall(
+            r"(?m)^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ pop3d\[\d+\]: "
+            f"login failed: alice from {re.escape(who)}$", text)) == 3, text
+        assert f"too many failed logins from {who}\n" in text, text
+    assert text.count(f"login failed from {a}: authentication "
+                      "unavailable\n") == 2, text
+    assert not bans.exists(), bans.read_text()
+
+    session(s_injected_name, "tcp4", ["-f", str(vpass)])   # a: 4 of 4
+    wait_for("a ban", bans.exists, procs=procs)
+    wait_for("7 failures counted", total_failed_reaches(7), procs=procs)
+    assert f"login failed: {INJECTED} from {a}\n" in logfile.read_text()
+    assert jail_status(conf, sock) == (7, 1, [a])
+    assert bans.read_text() == f"{a}\n"
