@@ -120,10 +120,14 @@ install: pop3d
 	install -m 644 systemd/pop3d.socket $(DESTDIR)$(SYSTEMDDIR)/pop3d.socket
 	$(FIXPATH) 'systemd/pop3d@.service' >'$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service'
 	$(FIXPATH) stunnel/pop3s.conf >$(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf
+	$(FIXPATH) stunnel/pop3-starttls.conf >$(DESTDIR)$(DOCDIR)/examples/stunnel-pop3-starttls.conf
+	install -m 644 fail2ban/filter.d/pop3d.conf $(DESTDIR)$(DOCDIR)/examples/fail2ban-filter-pop3d.conf
+	install -m 644 fail2ban/jail.d/pop3d.conf $(DESTDIR)$(DOCDIR)/examples/fail2ban-jail-pop3d.conf
 	$(FIXPATH) xinetd.d/pop3d >$(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d
 	$(FIXPATH) xinetd.d/pop3s >$(DESTDIR)$(DOCDIR)/examples/xinetd-pop3s
 	chmod 644 '$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service' \
 	    $(DESTDIR)$(DOCDIR)/examples/stunnel-pop3s.conf \
+	    $(DESTDIR)$(DOCDIR)/examples/stunnel-pop3-starttls.conf \
 	    $(DESTDIR)$(DOCDIR)/examples/xinetd-pop3d \
 	    $(DESTDIR)$(DOCDIR)/examples/xinetd-pop3s
 	if [ -z "$(DESTDIR)" ] && ! getent passwd pop3d >/dev/null; then \

@@ -34,10 +34,14 @@ INSTALLED = {
     "etc/systemd/system/pop3d.socket": 0o644,
     "etc/systemd/system/pop3d@.service": 0o644,
     "usr/share/doc/pop3d/examples/stunnel-pop3s.conf": 0o644,
+    "usr/share/doc/pop3d/examples/stunnel-pop3-starttls.conf": 0o644,
+    "usr/share/doc/pop3d/examples/fail2ban-filter-pop3d.conf": 0o644,
+    "usr/share/doc/pop3d/examples/fail2ban-jail-pop3d.conf": 0o644,
     "usr/share/doc/pop3d/examples/xinetd-pop3d": 0o644,
     "usr/share/doc/pop3d/examples/xinetd-pop3s": 0o644,
 }
-SOURCES = ["Makefile", "pop3d.8", "pam.d", "xinetd.d", "systemd", "stunnel"]
+SOURCES = ["Makefile", "pop3d.8", "pam.d", "xinetd.d", "systemd", "stunnel",
+           "fail2ban"]
 
 
 @pytest.fixture
@@ -112,6 +116,9 @@ def test_install_files(src, tmp_path):
         assert re.findall(r"(?m)^\s*server\s*=\s*(\S+)\s*$", xi) == [SBIN], f
     st = (dest / "usr/share/doc/pop3d/examples/stunnel-pop3s.conf").read_text()
     assert re.findall(r"(?m)^;\s*exec\s*=\s*(\S+)$", st) == [SBIN]
+    st = (dest / "usr/share/doc/pop3d/examples/"
+          "stunnel-pop3-starttls.conf").read_text()
+    assert re.findall(r"(?m)^exec\s*=\s*(\S+)$", st) == [SBIN]
     for f in INSTALLED:
         if f != "usr/sbin/pop3d" and f != "usr/share/man/man8/pop3d.8":
             assert "/usr/local" not in (dest / f).read_text(), f
