@@ -89,8 +89,8 @@ def copy_ignore(directory, names):
     if d.name == "debian":
         skip |= {"files", "debhelper-build-stamp"}
         skip |= {n for n in names if n != "source" and (d / n).is_dir()}
-        skip |= {n for n in names
-                 if n.endswith((".substvars", ".debhelper.log"))}
+        skip |= {n for n in names if n.endswith(
+            (".substvars", ".debhelper", ".debhelper.log"))}
     return skip & set(names)
 
 
