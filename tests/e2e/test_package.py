@@ -213,6 +213,9 @@ def test_package_control(built):
     assert "liblockfile-bin" in depends, depends
     assert "adduser" in depends, depends
     assert any(d.startswith("libpam0g") for d in depends), depends
+    # liblockfile (LGPL) is linked in statically: its source is named.
+    assert re.fullmatch(r"liblockfile \(= \S+\)",
+                        fields.get("Built-Using", "")), info
     # /etc/pam.d/pop3d is the one conffile; the maintainer scripts.
     ctl = Path(tempfile.mkdtemp(dir=built["deb"].parent))
     run(["dpkg-deb", "-e", str(built["deb"]), str(ctl)])
