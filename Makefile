@@ -26,7 +26,7 @@ endif
 
 # Rebuild everything when the flags change (make SANITIZE=1 after make).
 FLAGS_STAMP = .flags
-FLAGS_NOW  := $(CC) $(CFLAGS) $(LDFLAGS) $(LDLIBS)
+FLAGS_NOW  := $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(LDLIBS)
 ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
 $(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
 endif
@@ -44,13 +44,13 @@ all: pop3d
 $(FLAGS_STAMP): ;
 
 %.o: %.c $(FLAGS_STAMP)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 pop3d: pop3d.o $(LIBOBJS)
 	$(CC) $(LDFLAGS) -o $@ pop3d.o $(LIBOBJS) $(LDLIBS)
 
 tests/unit/%: tests/unit/%.c $(LIBOBJS) $(FLAGS_STAMP)
-	$(CC) $(CFLAGS) $(LDFLAGS) -I. -o $@ $< $(LIBOBJS) $(LDLIBS) \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -I. -o $@ $< $(LIBOBJS) $(LDLIBS) \
 	    $(shell pkg-config --libs cmocka)
 
 units: $(UNITS) $(FAULTLIB)

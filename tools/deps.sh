@@ -7,7 +7,8 @@ build="gcc make pkg-config libc6-dev libpam0g-dev libcrypt-dev libmd-dev liblock
 demo="$build python3 util-linux curl"
 test="$demo libcmocka-dev libpam-wrapper libnss-wrapper libuid-wrapper \
 python3-pytest liblockfile-bin procps systemd xinetd valgrind clang libclang-rt-14-dev procmail \
-stunnel4 openssl fetchmail mpop getmail6 man-db groff-base fail2ban rsyslog"
+stunnel4 openssl fetchmail mpop getmail6 man-db groff-base fail2ban rsyslog \
+build-essential debhelper dpkg-dev fakeroot lintian blhc adduser"
 
 case "${1:-build}" in
 build)	want=$build ;;
