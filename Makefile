@@ -34,7 +34,7 @@ endif
 LIBSRCS	 = auth.c io.c log.c maildrop.c mbox.c mbox_from.c \
 	   mbox_index.c mbox_journal.c mbox_lock.c mbox_parse.c mbox_uidl.c \
 	   monitor.c peer.c prelogin.c privdrop.c privsep.c proxy.c sandbox.c \
-	   scan.c session.c
+	   scan.c session.c statedir.c
 LIBOBJS	 = $(LIBSRCS:.c=.o)
 UNITS	 = $(patsubst %.c,%,$(wildcard tests/unit/test_*.c))
 FAULTLIB = tests/fault/fault.so

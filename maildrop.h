@@ -2,8 +2,11 @@
  * maildrop.h: one user's maildrop, as the POP3 layer sees it: a list of
  * messages with sizes and UIDLs, deletion marks, a way to send one, and a
  * commit.  Nothing here names the mailbox format; mbox.c implements it
- * for the Unix mbox.  Runs as the mail user, never as root; the caller
- * supplies the hooks that raise the mail group around spool work.
+ * for the Unix mbox.  Runs as the mail user, never as root, with no
+ * group but the user's own: dotlocks in a spool the user cannot write go
+ * through liblockfile's setgid helper.  Everything pop3d keeps about a
+ * maildrop (session lock, commit journal, index) lives in the user's
+ * state directory (statedir.h), never in the spool.
  */
 #ifndef POP3D_MAILDROP_H
 #define POP3D_MAILDROP_H
@@ -35,11 +38,8 @@ enum maildrop_status {
  */
 extern const char *const maildrop_status_text[MAILDROP_STATUS_MAX];
 
+/* How the caller wants the maildrop handled; NULL means the defaults. */
 struct maildrop_hooks {
-	/* Raise and lower the mail group around dotlock work; may be NULL. */
-	int	(*priv_raise)(void *);
-	void	(*priv_lower)(void *);
-	void	 *arg;
 	/* Seconds to keep trying for the mailbox locks. */
 	int	  lock_timeout;
 };
@@ -47,12 +47,15 @@ struct maildrop_hooks {
 struct maildrop;
 
 /*
- * Opens the maildrop at path: lock, finish an interrupted commit, read
- * the message list, unlock.  A missing file is an empty maildrop.  On
- * success *md_r is the maildrop; it stays unlocked until
+ * Opens the maildrop at path with its state in statedir (the user's own
+ * directory, as statedir_prepare() made it: owned by the caller, closed
+ * to others): lock, finish an interrupted commit, read the message list,
+ * unlock.  A missing file is an empty maildrop (nothing to lock, nothing
+ * to recover).  A journal or index that fails its checks is logged and
+ * not used.  On success *md_r is the maildrop; it stays unlocked until
  * maildrop_commit().
  */
-enum maildrop_status maildrop_open(const char *path,
+enum maildrop_status maildrop_open(const char *path, const char *statedir,
 		    const struct maildrop_hooks *, struct maildrop **md_r);
 /* Frees md and whatever it holds; NULL is allowed. */
 void		 maildrop_close(struct maildrop *md);
@@ -96,16 +99,21 @@ enum maildrop_status maildrop_send(struct maildrop *, size_t idx, struct io *,
  */
 enum maildrop_status maildrop_commit(struct maildrop *);
 
-/* Finishes an interrupted commit of the maildrop at path, if any. */
-enum maildrop_status maildrop_recover(const char *path,
+/*
+ * Finishes an interrupted commit of the maildrop at path, if any, with
+ * its state in statedir.
+ */
+enum maildrop_status maildrop_recover(const char *path, const char *statedir,
 		    const struct maildrop_hooks *);
 
 /*
- * Takes the per-maildrop session lock in rundir (an open-file-description
- * lock that dies with the process).  *fd_r keeps it; MAILDROP_INUSE when
- * another session holds it.
+ * Takes the session lock of the maildrop at path in statedir: an
+ * open-file-description lock on "INO.lock", INO being the mailbox's
+ * inode number, so that every path to one mailbox (/var/mail/u and
+ * /var/spool/mail/u) names one lock; it dies with the process.  *fd_r
+ * keeps it; MAILDROP_INUSE when another session holds it.
  */
-enum maildrop_status maildrop_session_lock(const char *rundir,
+enum maildrop_status maildrop_session_lock(const char *statedir,
 		    const char *path, int *fd_r);
 
 #endif

@@ -1,10 +1,13 @@
 /*
  * mbox.c: the Unix mbox implementation of maildrop.h, its public API:
  * open (lock, recover, load the index or parse, unlock), the table of
- * messages, send, close.  Runs as the mail user.  Touches the spool
- * directory only through the caller's hooks, which hold the mail group
- * while a dotlock, journal or index is made.  The other jobs live in
- * their own files (mbox_impl.h lists them).
+ * messages, send, close; and the state directory's files.  Runs as the
+ * mail user, with no group but the user's.  The spool holds nothing of
+ * pop3d's but the dotlock while it is held (liblockfile makes it through
+ * its setgid helper when the user cannot write the spool); the session
+ * lock, journal and index live in the user's state directory, and each
+ * is checked with fstat on every open.  The other jobs live in their
+ * own files (mbox_impl.h lists them).
  */
 #include <sys/types.h>
 #include <sys/stat.h>
@@ -22,36 +25,133 @@
 #include "log.h"
 #include "mbox_impl.h"
 
-#define JNL_SUFFIX	".pop3d-journal"
-#define IDX_SUFFIX	".pop3d-index"
+/* Where the version before the state directory kept its journal. */
+#define SPOOL_JNL_SUFFIX	".pop3d-journal"
 
 static enum maildrop_status
-mbox_new(const char *path, const struct maildrop_hooks *hooks,
-    struct maildrop **mb_r)
+mbox_new(const char *path, const char *statedir,
+    const struct maildrop_hooks *hooks, struct maildrop **mb_r)
 {
 	struct maildrop	*mb;
-
-	size_t		 n = strlen(path) + sizeof(JNL_SUFFIX);
-	size_t		 ni = strlen(path) + sizeof(IDX_SUFFIX);
+	size_t		 n = strlen(path) + sizeof(SPOOL_JNL_SUFFIX);
 
 	if ((mb = calloc(1, sizeof(*mb))) == NULL)
 		return MAILDROP_NOMEM;
 	mb->fd = -1;
+	mb->sdfd = -1;
 	if (hooks != NULL)
 		mb->hooks = *hooks;
 	if ((mb->path = strdup(path)) == NULL ||
+	    (mb->statedir = strdup(statedir != NULL ? statedir : "-")) ==
+	    NULL ||
 	    (mb->lockpath = malloc(n)) == NULL ||
-	    (mb->jnlpath = malloc(n)) == NULL ||
-	    (mb->idxpath = malloc(ni)) == NULL ||
+	    (mb->spooljnl = malloc(n)) == NULL ||
 	    (mb->buf = malloc(CHUNK)) == NULL) {
 		maildrop_close(mb);
 		return MAILDROP_NOMEM;
 	}
 	(void)snprintf(mb->lockpath, n, "%s.lock", path);
-	(void)snprintf(mb->jnlpath, n, "%s%s", path, JNL_SUFFIX);
-	(void)snprintf(mb->idxpath, ni, "%s%s", path, IDX_SUFFIX);
+	(void)snprintf(mb->spooljnl, n, "%s%s", path, SPOOL_JNL_SUFFIX);
 	*mb_r = mb;
 	return MAILDROP_OK;
+}
+
+int
+mbox_statedir_open(const char *dir)
+{
+	struct stat	 sb;
+	int		 fd;
+
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1) {
+		log_warn("state directory %s", dir);
+		return -1;
+	}
+	if (fstat(fd, &sb) == -1) {
+		log_warn("fstat %s", dir);
+		close(fd);
+		return -1;
+	}
+	if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
+		log_warnx("state directory %s: owned by uid %lu, mode %04o, "
+		    "not uid %lu's closed to others; refused", dir,
+		    (unsigned long)sb.st_uid,
+		    (unsigned int)(sb.st_mode & 07777),
+		    (unsigned long)geteuid());
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int
+mbox_file_check(int fd, uid_t owner, int exact, char *why, size_t whysize)
+{
+	struct stat	 sb;
+
+	if (fstat(fd, &sb) == -1) {
+		(void)snprintf(why, whysize, "fstat: %s", strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(sb.st_mode))
+		(void)snprintf(why, whysize, "not a regular file");
+	else if (sb.st_nlink != 1)
+		(void)snprintf(why, whysize, "%lu links",
+		    (unsigned long)sb.st_nlink);
+	else if (sb.st_uid != owner)
+		(void)snprintf(why, whysize, "owned by uid %lu, not %lu",
+		    (unsigned long)sb.st_uid, (unsigned long)owner);
+	else if (exact ? (sb.st_mode & 07777) != 0600 :
+	    (sb.st_mode & 077) != 0)
+		(void)snprintf(why, whysize, "mode %04o",
+		    (unsigned int)(sb.st_mode & 07777));
+	else
+		return 0;
+	return -1;
+}
+
+int
+mbox_state_open(struct maildrop *mb, const char *name, int flags,
+    const char *what)
+{
+	char	 why[80];
+	int	 fd;
+
+	if ((fd = openat(mb->sdfd, name, flags | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC)) == -1) {
+		if (errno == ENOENT)
+			return -1;
+		(void)snprintf(why, sizeof(why), "%s", errno == ELOOP ?
+		    "a symlink" : strerror(errno));
+	} else if (mbox_file_check(fd, geteuid(), 0, why, sizeof(why)) ==
+	    0) {
+		(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		return fd;
+	} else
+		close(fd);
+	log_warnx("%s: %s %s/%s not used: %s", mb->path, what, mb->statedir,
+	    name, why);
+	return -2;
+}
+
+int
+mbox_state_create(struct maildrop *mb, const char *name)
+{
+	int	 fd;
+
+	fd = openat(mb->sdfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, 0600);
+	/*
+	 * A no-op for a process that is the user, as every session is; under
+	 * uid_wrapper (the tests) the process is really root and the file
+	 * would be root's, which the checks above would then refuse.
+	 */
+	if (fd != -1 && fchown(fd, geteuid(), (gid_t)-1) == -1) {
+		close(fd);
+		(void)unlinkat(mb->sdfd, name, 0);
+		return -1;
+	}
+	return fd;
 }
 
 /* Opens the mailbox file as the user; refuses what is not plainly theirs. */
@@ -59,6 +159,7 @@ static enum maildrop_status
 mbox_open_file(struct maildrop *mb)
 {
 	struct stat	 sb;
+	uintmax_t	 ino;
 	int		 flags = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
 
 	mb->fd = open(mb->path, O_RDWR | flags);
@@ -88,12 +189,43 @@ mbox_open_file(struct maildrop *mb)
 	(void)fcntl(mb->fd, F_SETFL, fcntl(mb->fd, F_GETFL) & ~O_NONBLOCK);
 	mb->dev = sb.st_dev;
 	mb->ino = sb.st_ino;
+	ino = (uintmax_t)sb.st_ino;
+	(void)snprintf(mb->jnlname, sizeof(mb->jnlname), "%ju.journal", ino);
+	(void)snprintf(mb->jnltmp, sizeof(mb->jnltmp), "%ju.journal.new",
+	    ino);
+	(void)snprintf(mb->idxname, sizeof(mb->idxname), "%ju.index", ino);
+	return MAILDROP_OK;
+}
+
+/* The mailbox and the state directory, for open and recover. */
+static enum maildrop_status
+mbox_begin(const char *path, const char *statedir,
+    const struct maildrop_hooks *hooks, struct maildrop **mb_r)
+{
+	struct maildrop	*mb;
+	enum maildrop_status st;
+
+	if ((st = mbox_new(path, statedir, hooks, &mb)) != MAILDROP_OK)
+		return st;
+	if ((st = mbox_open_file(mb)) != MAILDROP_OK) {
+		maildrop_close(mb);
+		return st;
+	}
+	/* No mailbox: no journal can belong to it, and no state is read. */
+	if (mb->fd != -1 && (statedir == NULL ||
+	    (mb->sdfd = mbox_statedir_open(statedir)) == -1)) {
+		if (statedir == NULL)
+			log_warnx("%s: no state directory", path);
+		maildrop_close(mb);
+		return MAILDROP_IOERR;
+	}
+	*mb_r = mb;
 	return MAILDROP_OK;
 }
 
 enum maildrop_status
-maildrop_open(const char *path, const struct maildrop_hooks *hooks,
-    struct maildrop **mb_r)
+maildrop_open(const char *path, const char *statedir,
+    const struct maildrop_hooks *hooks, struct maildrop **mb_r)
 {
 	struct maildrop	*mb;
 	struct stat	 sb;
@@ -102,12 +234,8 @@ maildrop_open(const char *path, const struct maildrop_hooks *hooks,
 	enum mbox_table_source source = MBOX_TABLE_PARSED;
 	enum maildrop_status st;
 
-	if ((st = mbox_new(path, hooks, &mb)) != MAILDROP_OK)
+	if ((st = mbox_begin(path, statedir, hooks, &mb)) != MAILDROP_OK)
 		return st;
-	if ((st = mbox_open_file(mb)) != MAILDROP_OK) {
-		maildrop_close(mb);
-		return st;
-	}
 	if (mb->fd == -1) {
 		*mb_r = mb;		/* no file: an empty maildrop */
 		return MAILDROP_OK;
@@ -146,7 +274,7 @@ mbox_parse_fd(int fd, struct maildrop **mb_r)
 	struct stat	 sb;
 	enum maildrop_status st;
 
-	if ((st = mbox_new("(fd)", NULL, &mb)) != MAILDROP_OK)
+	if ((st = mbox_new("(fd)", NULL, NULL, &mb)) != MAILDROP_OK)
 		return st;
 	if (fstat(fd, &sb) == -1) {
 		maildrop_close(mb);
@@ -164,15 +292,15 @@ mbox_parse_fd(int fd, struct maildrop **mb_r)
 }
 
 enum maildrop_status
-maildrop_recover(const char *path, const struct maildrop_hooks *hooks)
+maildrop_recover(const char *path, const char *statedir,
+    const struct maildrop_hooks *hooks)
 {
 	struct maildrop	*mb;
 	enum maildrop_status st;
 
-	if ((st = mbox_new(path, hooks, &mb)) != MAILDROP_OK)
+	if ((st = mbox_begin(path, statedir, hooks, &mb)) != MAILDROP_OK)
 		return st;
-	if ((st = mbox_open_file(mb)) == MAILDROP_OK && mb->fd != -1 &&
-	    (st = mbox_lock(mb)) == MAILDROP_OK) {
+	if (mb->fd != -1 && (st = mbox_lock(mb)) == MAILDROP_OK) {
 		st = mbox_recover_locked(mb);
 		mbox_unlock(mb);
 	}
@@ -189,12 +317,14 @@ maildrop_close(struct maildrop *mb)
 		mbox_unlock(mb);
 	if (mb->fd != -1 && !mb->fd_borrowed)
 		close(mb->fd);
+	if (mb->sdfd != -1)
+		close(mb->sdfd);
 	free(mb->msgs);
 	free(mb->buf);
 	free(mb->path);
+	free(mb->statedir);
 	free(mb->lockpath);
-	free(mb->jnlpath);
-	free(mb->idxpath);
+	free(mb->spooljnl);
 	free(mb);
 }
 

@@ -51,12 +51,19 @@ struct mbox_msg {
 	uint8_t		 hidden : 1;
 };
 
+/* "INO.journal.new" and the like, INO a uintmax_t in decimal. */
+#define STATE_NAME_MAX	48
+
 /* The mbox implementation of the opaque maildrop of maildrop.h. */
 struct maildrop {
 	char			*path;
-	char			*lockpath;
-	char			*jnlpath;
-	char			*idxpath;
+	char			*lockpath;	/* the dotlock, in the spool */
+	char			*spooljnl;	/* an old version's journal */
+	char			*statedir;	/* for the log */
+	int			 sdfd;		/* the state directory, or -1 */
+	char			 jnlname[STATE_NAME_MAX];	/* INO.journal */
+	char			 jnltmp[STATE_NAME_MAX];	/* .new */
+	char			 idxname[STATE_NAME_MAX];	/* INO.index */
 	int			 fd;		/* -1: the file does not exist */
 	int			 fd_borrowed;	/* mbox_parse_fd: not ours */
 	int			 writable;
@@ -192,11 +199,36 @@ enum maildrop_status mbox_uid_number(struct maildrop *mb);
 void		 mbox_uid_format(const struct mbox_msg *, char *buf);
 
 /*
- * mbox_lock.c: the mail group around spool work (the caller's hooks;
- * 0 or -1), and both mailbox locks, fcntl then the dotlock.
+ * mbox.c: the state directory (statedir.h).  Files in it are named by
+ * the mailbox's inode number alone: INO.lock, INO.journal, INO.index.
+ * Not by dev:ino, since the device number of one file differs between
+ * two hosts that mount one GlusterFS or NFS volume, and the state may
+ * live on such a volume.  The directory is per user, so two maildrops
+ * share a name only when one user has two mailboxes on two file systems
+ * with equal inode numbers: then a spurious [IN-USE], and never a wrong
+ * journal, since a journal's header names the inode and a hash of the
+ * bytes before the first deletion, and both are checked.
+ *
+ * mbox_statedir_open() opens dir with O_NOFOLLOW and checks with fstat
+ * that it is a directory of the effective uid closed to others' writes;
+ * returns the descriptor or -1 (logged).  mbox_file_check() refuses
+ * what is not a regular file with one link owned by owner, with mode
+ * exactly 0600 (exact) or no group or other bit at all; why gets the
+ * reason.  mbox_state_open() opens name in the state directory with
+ * O_NOFOLLOW (O_NONBLOCK, so that a FIFO cannot hang it) and checks it;
+ * returns the descriptor, -1 when there is no such file, or -2 when it
+ * cannot be opened or fails a check (logged once, with what failed).
+ * mbox_state_create() makes name afresh (O_EXCL), mode 0600, and makes
+ * sure it is the effective uid's; -1 on error.
  */
-int		 mbox_priv_raise(struct maildrop *mb);
-void		 mbox_priv_lower(struct maildrop *mb);
+int		 mbox_statedir_open(const char *dir);
+int		 mbox_file_check(int fd, uid_t owner, int exact, char *why,
+		    size_t whysize);
+int		 mbox_state_open(struct maildrop *mb, const char *name,
+		    int flags, const char *what);
+int		 mbox_state_create(struct maildrop *mb, const char *name);
+
+/* mbox_lock.c: both mailbox locks, fcntl then the dotlock. */
 enum maildrop_status mbox_lock(struct maildrop *mb);
 void		 mbox_unlock(struct maildrop *mb);
 /* Refreshes a held dotlock so that nobody takes it for stale. */

@@ -1,11 +1,11 @@
 /*
  * mbox_index.c: the index cache of the mbox maildrop.  Runs as the mail
- * user; the caller's hooks hold the mail group while the index is
- * created or removed in the spool directory.
+ * user.
  *
  * A parsed mailbox of IDX_MIN bytes or more leaves its table of messages
- * in "MAILBOX.pop3d-index" (the user's, mode 0600), so that the next
- * session need not read the mailbox again:
+ * in "STATEDIR/INO.index" (the user's, mode 0600; mbox.c checks it with
+ * fstat when it is opened), so that the next session need not read the
+ * mailbox again:
  *
  *   - the same inode, size, mtime and ctime: the table is used as it is
  *     (ctime cannot be set by any program, and every write moves it);
@@ -15,6 +15,10 @@
  *
  * It is a cache: it is checked, never trusted, and a commit removes it.
  * The commit re-checks every message it moves or deletes either way.
+ * The header names no device (the state directory may be shared by
+ * hosts that see one file under different device numbers).  The index
+ * an older version left in the spool ("MAILBOX.pop3d-index") is never
+ * read.
  */
 #include <sys/types.h>
 #include <sys/stat.h>
@@ -40,7 +44,7 @@ struct idx_hdr {
 	char		 magic[8];
 	uint32_t	 version;
 	uint32_t	 recsize;	/* sizeof(struct mbox_msg) */
-	uint64_t	 dev;
+	uint64_t	 reserved;	/* 0 (was the device) */
 	uint64_t	 ino;
 	uint64_t	 size;
 	struct timespec	 mtime;
@@ -73,16 +77,6 @@ idx_sane(const struct maildrop *mb, off_t size)
 	return 1;
 }
 
-static int
-idx_file_ok(int fd)
-{
-	struct stat	 sb;
-
-	return fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
-	    sb.st_nlink == 1 && sb.st_uid == geteuid() &&
-	    (sb.st_mode & 077) == 0;
-}
-
 /*
  * Under the locks, with sb the mailbox now.  MBOX_TABLE_INDEX: the whole
  * table is loaded; MBOX_TABLE_INDEX_GROWN: all but the last message is,
@@ -100,15 +94,14 @@ mbox_idx_load(struct maildrop *mb, const struct stat *sb, off_t *resume_r)
 	*resume_r = 0;
 	if (sb->st_size < IDX_MIN)
 		return MBOX_TABLE_PARSED;
-	if ((fd = open(mb->idxpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-	    O_CLOEXEC)) == -1)
+	if ((fd = mbox_state_open(mb, mb->idxname, O_RDONLY, "index")) < 0)
 		return MBOX_TABLE_PARSED;
-	if (!idx_file_ok(fd) || mbox_pread_full(fd, &h, sizeof(h), 0) !=
+	if (mbox_pread_full(fd, &h, sizeof(h), 0) !=
 	    (ssize_t)sizeof(h) ||
 	    memcmp(h.magic, IDX_MAGIC, sizeof(h.magic)) != 0 ||
-	    h.version != 3 || h.recsize != sizeof(struct mbox_msg) ||
+	    h.version != 4 || h.recsize != sizeof(struct mbox_msg) ||
 	    h.hdr_hash != hash64(&h, offsetof(struct idx_hdr, hdr_hash)) ||
-	    h.dev != (uint64_t)sb->st_dev || h.ino != (uint64_t)sb->st_ino ||
+	    h.ino != (uint64_t)sb->st_ino ||
 	    h.size > (uint64_t)sb->st_size || h.nmsgs == 0 ||
 	    h.nmsgs > h.size / 16)
 		goto out;
@@ -185,9 +178,8 @@ mbox_idx_save(struct maildrop *mb, const struct stat *sb)
 		return;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, IDX_MAGIC, sizeof(h.magic));
-	h.version = 3;
+	h.version = 4;
 	h.recsize = sizeof(struct mbox_msg);
-	h.dev = (uint64_t)sb->st_dev;
 	h.ino = (uint64_t)sb->st_ino;
 	h.size = (uint64_t)mb->parsed_size;
 	h.mtime = sb->st_mtim;
@@ -195,20 +187,18 @@ mbox_idx_save(struct maildrop *mb, const struct stat *sb)
 	h.nmsgs = mb->nmsgs;
 	h.rec_hash = hash64(mb->msgs, len);
 	h.hdr_hash = hash64(&h, offsetof(struct idx_hdr, hdr_hash));
-	if (mbox_priv_raise(mb) != 0)
+	if (mb->sdfd == -1)
 		return;
-	fd = open(mb->idxpath, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
-	    O_CLOEXEC, 0600);
-	mbox_priv_lower(mb);
-	if (fd == -1) {
+	(void)unlinkat(mb->sdfd, mb->idxname, 0);
+	if ((fd = mbox_state_create(mb, mb->idxname)) == -1) {
 		log_debug("%s: no index: %s", mb->path, strerror(errno));
 		return;
 	}
 	/* The header goes last: a torn index fails its checks. */
-	if (!idx_file_ok(fd) || ftruncate(fd, 0) == -1 ||
-	    mbox_pwrite_full(fd, mb->msgs, len, sizeof(h)) == -1 ||
+	if (mbox_pwrite_full(fd, mb->msgs, len, sizeof(h)) == -1 ||
 	    mbox_pwrite_full(fd, &h, sizeof(h), 0) == -1)
-		log_warnx("%s: index not written", mb->idxpath);
+		log_warnx("%s/%s: index not written", mb->statedir,
+		    mb->idxname);
 	close(fd);
 }
 
@@ -216,9 +206,7 @@ mbox_idx_save(struct maildrop *mb, const struct stat *sb)
 void
 mbox_idx_drop(struct maildrop *mb)
 {
-	if (mbox_priv_raise(mb) != 0)
-		return;
-	if (unlink(mb->idxpath) == -1 && errno != ENOENT)
-		log_warn("unlink %s", mb->idxpath);
-	mbox_priv_lower(mb);
+	if (mb->sdfd != -1 && unlinkat(mb->sdfd, mb->idxname, 0) == -1 &&
+	    errno != ENOENT)
+		log_warn("unlink %s/%s", mb->statedir, mb->idxname);
 }

@@ -1,8 +1,10 @@
 /*
  * mbox_journal.c: the commit of the mbox maildrop and its recovery
  * (README.md, "The integrity promise").  Runs as the mail user, under
- * both mailbox locks; the caller's hooks hold the mail group while the
- * journal is created, renamed or removed in the spool directory.
+ * both mailbox locks.  The journal lives in the user's state directory
+ * (mbox.c), never in the spool, and is checked with fstat whenever it is
+ * opened; one that fails a check, or whose header names another file, is
+ * logged and never applied.
  *
  * The commit rewrites the mailbox in place behind a redo journal, so the
  * inode, owner, group and mode never change (a delivery agent that opened
@@ -13,16 +15,16 @@
  * The protocol.  X is the offset of the first deleted message, S the size
  * of the file when the commit begins, L the length of the new tail (the
  * kept messages after X, then the mail delivered during the session), and
- * JOURNAL is "MAILBOX.pop3d-journal".
+ * JOURNAL is "STATEDIR/INO.journal", INO the mailbox's inode number.
  *
  *   1. Under both locks, check that the path still names the inode we
  *      parsed, that it only grew, and that every message from X on is
  *      still what the parser saw.  Nothing to keep after X: truncate to
  *      X and fsync (one truncation is atomic by itself; no journal).
  *   2. Write the tail at JNL_DATA in "JOURNAL.new" and fsync it; then
- *      header slot A (dev, ino, X, S, L and a random marker whose first
- *      byte is NUL, sealed by a checksum), fsync; rename it to JOURNAL and
- *      fsync the directory.
+ *      header slot A (ino, a hash of the mailbox's bytes before X, X, S, L
+ *      and a random marker whose first byte is NUL, sealed by a checksum),
+ *      fsync; rename it to JOURNAL and fsync the directory.
  *   3. Write the tail at X and the first m = min(MARKER_LEN, S - X - L)
  *      bytes of the marker right after it, at X + L; fsync the mailbox.
  *   4. Write header slot B, a copy of A saying "phase 1: the tail is in
@@ -65,8 +67,22 @@
  *     lies past X + L was delivered afterwards (delivery agents append
  *     "From " lines, never a NUL byte), so the file is the new mailbox
  *     plus later mail.  Remove JOURNAL.
- *   - A file shorter than the journal says, or another inode: someone
- *     else rewrote it; keep JOURNAL and report MAILDROP_CHANGED.
+ *   - Another inode, or other bytes before X (which no commit touches):
+ *     JOURNAL is not this mailbox's.  It is logged and left alone, and
+ *     the mailbox is served as it is.
+ *   - A file shorter than the journal says: someone else rewrote it;
+ *     keep JOURNAL and report MAILDROP_CHANGED.
+ *
+ * Upgrade: the version before the state directory kept its journal in the
+ * spool, as "MAILBOX.pop3d-journal" (header version 1, which names the
+ * device too).  One is finished only when it is a regular file with one
+ * link, owned by the mailbox's owner, mode 0600, opened with O_NOFOLLOW;
+ * else it is logged and ignored.  It is copied whole to JOURNAL first and
+ * then retired (unlinked where the user may, else truncated to nothing,
+ * since the session cannot write the spool directory), so that only one
+ * of them ever describes the commit: a spool journal found beside a
+ * valid JOURNAL is a copy already made, and is retired without being
+ * applied.  An empty one is a journal retired before.
  *
  * Hence old-or-new plus later mail: before the decision the old bytes
  * were never touched; after it, every path ends with the journal's tail
@@ -95,13 +111,15 @@
 #define JNL_SLOT_B	512
 #define JNL_DATA	4096
 #define JNL_MAGIC	"POP3DJN1"
+#define JNL_VERSION	2	/* 1: ident is st_dev (in the spool only) */
 #define MARKER_LEN	16
+#define IDENT_LEN	4096	/* mailbox bytes before X the ident hashes */
 
 struct jnl_hdr {
 	char		 magic[8];
 	uint32_t	 version;
 	uint32_t	 phase;
-	uint64_t	 dev;
+	uint64_t	 ident;		/* hash64 of [0, min(X, IDENT_LEN)) */
 	uint64_t	 ino;
 	uint64_t	 x;		/* where the tail goes */
 	uint64_t	 s;		/* mailbox size when the commit began */
@@ -124,8 +142,9 @@ fnv1a(uint64_t h, const void *buf, size_t len)
 	return h;
 }
 
+/* Makes a change to the spool directory of path durable. */
 static int
-fsync_dir(const char *path)
+fsync_parent(const char *path)
 {
 	char	 dir[PATH_MAX], *slash;
 	int	 fd, r;
@@ -157,7 +176,8 @@ hdr_seal(struct jnl_hdr *h)
 static int
 hdr_valid(const struct jnl_hdr *h)
 {
-	return memcmp(h->magic, JNL_MAGIC, 8) == 0 && h->version == 1 &&
+	return memcmp(h->magic, JNL_MAGIC, 8) == 0 &&
+	    (h->version == 1 || h->version == JNL_VERSION) &&
 	    h->seal == fnv1a(FNV_INIT, h, offsetof(struct jnl_hdr, seal)) &&
 	    h->x <= h->s && h->l <= h->s - h->x && h->l < h->s - h->x;
 }
@@ -188,33 +208,64 @@ copy_range(struct maildrop *mb, int ifd, off_t ioff, int ofd, off_t ooff,
 	return 0;
 }
 
-/* Creates a journal file, with the mail group held. */
+/* The hash of the mailbox's bytes before x, which no commit changes. */
 static int
-jnl_create(struct maildrop *mb, const char *path)
+mailbox_ident(struct maildrop *mb, uint64_t x, uint64_t *ident_r)
 {
-	int	 fd;
+	size_t	 n = x < IDENT_LEN ? (size_t)x : IDENT_LEN;
+	ssize_t	 r;
 
-	if (mbox_priv_raise(mb) != 0)
+	if ((r = mbox_pread_full(mb->fd, mb->buf, n, 0)) < 0)
 		return -1;
-	(void)unlink(path);
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	mbox_priv_lower(mb);
-	return fd;
+	*ident_r = hash64(mb->buf, (size_t)r);
+	return 0;
+}
+
+/*
+ * Does journal header h belong to the mailbox?  0, or -1 with why: the
+ * inode, then the device (version 1, which never left its host) or the
+ * bytes before X (version 2).
+ */
+static int
+jnl_ident_ok(struct maildrop *mb, const struct jnl_hdr *h, char *why,
+    size_t whysize)
+{
+	struct stat	 sb;
+	uint64_t	 ident;
+
+	if (fstat(mb->fd, &sb) == -1) {
+		(void)snprintf(why, whysize, "fstat: %s", strerror(errno));
+		return -1;
+	}
+	if (h->ino != (uint64_t)sb.st_ino)
+		(void)snprintf(why, whysize, "it names inode %ju, not %ju",
+		    (uintmax_t)h->ino, (uintmax_t)sb.st_ino);
+	else if (h->version == 1 && h->ident != (uint64_t)sb.st_dev)
+		(void)snprintf(why, whysize, "it names another device");
+	else if (h->version != 1 && (mailbox_ident(mb, h->x, &ident) == -1 ||
+	    ident != h->ident))
+		(void)snprintf(why, whysize, "the mailbox's first %ju bytes "
+		    "are not the ones it names", (uintmax_t)(h->x < IDENT_LEN ?
+		    h->x : IDENT_LEN));
+	else
+		return 0;
+	return -1;
+}
+
+/* Creates a journal file in the state directory, afresh. */
+static int
+jnl_create(struct maildrop *mb, const char *name)
+{
+	(void)unlinkat(mb->sdfd, name, 0);
+	return mbox_state_create(mb, name);
 }
 
 static int
-jnl_unlink(struct maildrop *mb, const char *path)
+jnl_unlink(struct maildrop *mb, const char *name)
 {
-	int	 r;
-
-	if (mbox_priv_raise(mb) != 0)
-		return -1;
-	r = unlink(path);
-	mbox_priv_lower(mb);
-	if (r == -1)
+	if (unlinkat(mb->sdfd, name, 0) == -1)
 		return errno == ENOENT ? 0 : -1;	/* nothing to make durable */
-	return fsync_dir(path);
+	return fsync(mb->sdfd);
 }
 
 /*
@@ -242,8 +293,8 @@ jnl_apply(struct maildrop *mb, int jfd, struct jnl_hdr *h)
 		goto fail;
 	if (ftruncate(mb->fd, (off_t)(h->x + h->l)) < 0 || fsync(mb->fd) < 0)
 		goto fail;
-	if (jnl_unlink(mb, mb->jnlpath) < 0)
-		log_warn("remove %s", mb->jnlpath);
+	if (jnl_unlink(mb, mb->jnlname) < 0)
+		log_warn("remove %s/%s", mb->statedir, mb->jnlname);
 	return MAILDROP_OK;
 fail:
 	log_warn("commit %s", mb->path);
@@ -264,31 +315,32 @@ jnl_write_apply(struct maildrop *mb, int srcfd, const struct range *r,
     size_t nr, uint64_t x, uint64_t s)
 {
 	struct jnl_hdr	 h;
-	char		 tmp[PATH_MAX];
-	uint64_t	 l = 0;
+	const char	*tmp = mb->jnltmp;
+	uint64_t	 l = 0, ident;
 	size_t		 i;
 	int		 jfd;
 	enum maildrop_status st;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", mb->jnlpath) >=
-	    sizeof(tmp))
+	if (mailbox_ident(mb, x, &ident) == -1) {
+		log_warn("read %s", mb->path);
 		return MAILDROP_IOERR;
+	}
 	if ((jfd = jnl_create(mb, tmp)) == -1) {
-		log_warn("create %s", tmp);
+		log_warn("create %s/%s", mb->statedir, tmp);
 		return MAILDROP_IOERR;
 	}
 	for (i = 0; i < nr; i++) {
 		if (copy_range(mb, srcfd, r[i].off, jfd,
 		    (off_t)(JNL_DATA + l), r[i].len) < 0) {
-			log_warn("write %s", tmp);
+			log_warn("write %s/%s", mb->statedir, tmp);
 			goto fail;
 		}
 		l += r[i].len;
 	}
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, JNL_MAGIC, 8);
-	h.version = 1;
-	h.dev = (uint64_t)mb->dev;
+	h.version = JNL_VERSION;
+	h.ident = ident;
 	h.ino = (uint64_t)mb->ino;
 	h.x = x;
 	h.s = s;
@@ -300,21 +352,17 @@ jnl_write_apply(struct maildrop *mb, int srcfd, const struct range *r,
 	if (fsync(jfd) < 0 ||
 	    mbox_pwrite_full(jfd, &h, sizeof(h), JNL_SLOT_A) < 0 ||
 	    fsync(jfd) < 0) {
-		log_warn("write %s", tmp);
+		log_warn("write %s/%s", mb->statedir, tmp);
 		goto fail;
 	}
-	if (mbox_priv_raise(mb) != 0)
-		goto fail;
-	if (rename(tmp, mb->jnlpath) < 0) {
-		mbox_priv_lower(mb);
-		log_warn("rename %s", tmp);
+	if (renameat(mb->sdfd, tmp, mb->sdfd, mb->jnlname) < 0) {
+		log_warn("rename %s/%s", mb->statedir, tmp);
 		goto fail;
 	}
-	mbox_priv_lower(mb);
-	if (fsync_dir(mb->jnlpath) < 0) {
-		log_warn("sync directory of %s", mb->jnlpath);
+	if (fsync(mb->sdfd) < 0) {
+		log_warn("sync %s", mb->statedir);
 		/* The journal may not be durable: do not touch the mailbox. */
-		(void)jnl_unlink(mb, mb->jnlpath);
+		(void)jnl_unlink(mb, mb->jnlname);
 		close(jfd);
 		return MAILDROP_IOERR;
 	}
@@ -327,42 +375,131 @@ fail:
 	return MAILDROP_IOERR;
 }
 
-enum maildrop_status
-mbox_recover_locked(struct maildrop *mb)
+/*
+ * Opens the spool journal of the version before (see the top comment):
+ * the descriptor, -1 when there is none, -2 when it is refused (logged).
+ */
+static int
+spool_jnl_open(struct maildrop *mb)
+{
+	char	 why[80];
+	int	 fd;
+
+	if ((fd = open(mb->spooljnl, O_RDWR | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC)) == -1) {
+		if (errno == ENOENT)
+			return -1;
+		(void)snprintf(why, sizeof(why), "%s", errno == ELOOP ?
+		    "a symlink" : strerror(errno));
+	} else if (mbox_file_check(fd, geteuid(), 1, why, sizeof(why)) == 0)
+		return fd;
+	else
+		close(fd);
+	log_warnx("%s: ignoring %s: %s", mb->path, mb->spooljnl, why);
+	return -2;
+}
+
+/*
+ * Retires a spool journal for good: unlinked where the user may write
+ * the spool, else emptied (an empty one is never read again).
+ */
+static int
+spool_jnl_retire(struct maildrop *mb, int sfd)
+{
+	if (unlink(mb->spooljnl) == 0)
+		return fsync_parent(mb->spooljnl);
+	if (ftruncate(sfd, 0) == -1 || fsync(sfd) == -1) {
+		log_warn("retire %s", mb->spooljnl);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Moves a spool journal of ours into the state directory, whole, and
+ * retires it: returns the new JOURNAL's descriptor, or -1 (with *st_r
+ * MAILDROP_OK when there was nothing to move).
+ */
+static int
+spool_jnl_adopt(struct maildrop *mb, enum maildrop_status *st_r)
+{
+	struct jnl_hdr	 a;
+	struct stat	 sb;
+	char		 why[96];
+	int		 sfd, jfd = -1;
+
+	*st_r = MAILDROP_OK;
+	if ((sfd = spool_jnl_open(mb)) < 0)
+		return -1;
+	if (fstat(sfd, &sb) == -1 || sb.st_size == 0)
+		goto out;			/* retired before */
+	if (mbox_pread_full(sfd, &a, sizeof(a), JNL_SLOT_A) != sizeof(a) ||
+	    !hdr_valid(&a)) {
+		/* Its step 2 never finished: the mailbox was not touched. */
+		log_notice("%s: discarding an unfinished journal %s",
+		    mb->path, mb->spooljnl);
+		(void)spool_jnl_retire(mb, sfd);
+		goto out;
+	}
+	if (jnl_ident_ok(mb, &a, why, sizeof(why)) == -1) {
+		log_warnx("%s: ignoring %s: %s", mb->path, mb->spooljnl, why);
+		goto out;
+	}
+	if ((jfd = jnl_create(mb, mb->jnltmp)) == -1 ||
+	    copy_range(mb, sfd, 0, jfd, 0, (uint64_t)sb.st_size) < 0 ||
+	    fsync(jfd) < 0 ||
+	    renameat(mb->sdfd, mb->jnltmp, mb->sdfd, mb->jnlname) < 0 ||
+	    fsync(mb->sdfd) < 0) {
+		log_warn("%s: moving %s to %s", mb->path, mb->spooljnl,
+		    mb->statedir);
+		(void)jnl_unlink(mb, mb->jnltmp);
+		goto fail;
+	}
+	/* Two journals of one commit must never both be found. */
+	if (spool_jnl_retire(mb, sfd) == -1) {
+		(void)jnl_unlink(mb, mb->jnlname);
+		goto fail;
+	}
+	log_notice("%s: journal %s moved to %s/%s", mb->path, mb->spooljnl,
+	    mb->statedir, mb->jnlname);
+	close(sfd);
+	return jfd;
+fail:
+	if (jfd != -1)
+		close(jfd);
+	*st_r = MAILDROP_IOERR;
+	jfd = -1;
+out:
+	close(sfd);
+	return jfd;
+}
+
+/* Finishes the commit journal jfd describes (the top comment). */
+static enum maildrop_status
+recover_journal(struct maildrop *mb, int jfd)
 {
 	struct jnl_hdr	 a, b;
 	struct stat	 sb;
 	struct range	 r;
-	char		 tmp[PATH_MAX], mark[MARKER_LEN];
+	char		 mark[MARKER_LEN], why[96];
 	uint64_t	 size, m, tail_end;
-	int		 jfd, truncated;
-	enum maildrop_status st;
+	int		 truncated;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", mb->jnlpath) <
-	    sizeof(tmp))
-		(void)jnl_unlink(mb, tmp);	/* never made it to step 2 */
-	if ((jfd = open(mb->jnlpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) ==
-	    -1) {
-		if (errno == ENOENT)
-			return MAILDROP_OK;
-		log_warn("open %s", mb->jnlpath);
-		return MAILDROP_IOERR;
-	}
 	if (mbox_pread_full(jfd, &a, sizeof(a), JNL_SLOT_A) != sizeof(a) ||
 	    !hdr_valid(&a)) {
 		/* Step 2 never finished: the mailbox was not touched. */
-		close(jfd);
 		log_notice("%s: discarding an unfinished journal", mb->path);
-		return jnl_unlink(mb, mb->jnlpath) < 0 ? MAILDROP_IOERR :
+		return jnl_unlink(mb, mb->jnlname) < 0 ? MAILDROP_IOERR :
 		    MAILDROP_OK;
 	}
-	if (mb->fd == -1 || fstat(mb->fd, &sb) == -1 ||
-	    a.dev != (uint64_t)sb.st_dev || a.ino != (uint64_t)sb.st_ino) {
-		close(jfd);
-		log_warnx("%s: journal %s belongs to another file; remove it "
-		    "after checking the mailbox", mb->path, mb->jnlpath);
-		return MAILDROP_CHANGED;
+	if (jnl_ident_ok(mb, &a, why, sizeof(why)) == -1) {
+		log_warnx("%s: journal %s/%s not used: %s; the mailbox is "
+		    "served as it is", mb->path, mb->statedir, mb->jnlname,
+		    why);
+		return MAILDROP_OK;
 	}
+	if (fstat(mb->fd, &sb) == -1)
+		return MAILDROP_IOERR;
 	size = (uint64_t)sb.st_size;
 	m = a.s - a.x - a.l;
 	if (m > MARKER_LEN)
@@ -370,9 +507,9 @@ mbox_recover_locked(struct maildrop *mb)
 	tail_end = a.x + a.l;
 	truncated = 0;
 	if (mbox_pread_full(jfd, &b, sizeof(b), JNL_SLOT_B) == sizeof(b) &&
-	    hdr_valid(&b) && b.phase == 1 &&
-	    memcmp(&b.x, &a.x, offsetof(struct jnl_hdr, seal) -
-	    offsetof(struct jnl_hdr, x)) == 0) {
+	    hdr_valid(&b) && b.phase == 1 && b.version == a.version &&
+	    memcmp(&b.ident, &a.ident, offsetof(struct jnl_hdr, seal) -
+	    offsetof(struct jnl_hdr, ident)) == 0) {
 		truncated = 1;
 		if (size >= tail_end + m &&
 		    mbox_pread_full(mb->fd, mark, m, (off_t)tail_end) ==
@@ -383,25 +520,20 @@ mbox_recover_locked(struct maildrop *mb)
 	log_notice("%s: recovering an interrupted commit (%s)", mb->path,
 	    truncated ? "complete" : "redo");
 	if (truncated) {
-		close(jfd);
 		if (size < tail_end) {
 			log_warnx("%s: shorter than its journal says", mb->path);
 			return MAILDROP_CHANGED;
 		}
-		return jnl_unlink(mb, mb->jnlpath) < 0 ? MAILDROP_IOERR :
+		return jnl_unlink(mb, mb->jnlname) < 0 ? MAILDROP_IOERR :
 		    MAILDROP_OK;
 	}
 	if (size < a.s) {
-		close(jfd);
 		log_warnx("%s: shorter than its journal says; journal kept",
 		    mb->path);
 		return MAILDROP_CHANGED;
 	}
-	if (size == a.s) {
-		st = jnl_apply(mb, jfd, &a);
-		close(jfd);
-		return st;
-	}
+	if (size == a.s)
+		return jnl_apply(mb, jfd, &a);
 	/*
 	 * Mail arrived after the crash.  Append it to the journal's data
 	 * (past what slot A covers, so the journal stays valid), then journal
@@ -409,13 +541,33 @@ mbox_recover_locked(struct maildrop *mb)
 	 */
 	if (copy_range(mb, mb->fd, (off_t)a.s, jfd, (off_t)(JNL_DATA + a.l),
 	    size - a.s) < 0 || fsync(jfd) < 0) {
-		log_warn("extend %s", mb->jnlpath);
-		close(jfd);
+		log_warn("extend %s/%s", mb->statedir, mb->jnlname);
 		return MAILDROP_IOERR;
 	}
 	r.off = JNL_DATA;
 	r.len = a.l + (size - a.s);
-	st = jnl_write_apply(mb, jfd, &r, 1, a.x, size);
+	return jnl_write_apply(mb, jfd, &r, 1, a.x, size);
+}
+
+enum maildrop_status
+mbox_recover_locked(struct maildrop *mb)
+{
+	enum maildrop_status st;
+	int		 jfd, sfd;
+
+	if (mb->fd == -1 || mb->sdfd == -1)
+		return MAILDROP_OK;
+	(void)jnl_unlink(mb, mb->jnltmp);	/* never made it to step 2 */
+	jfd = mbox_state_open(mb, mb->jnlname, O_RDWR, "journal");
+	if (jfd >= 0) {
+		/* A spool journal beside it is a copy already made. */
+		if ((sfd = spool_jnl_open(mb)) >= 0) {
+			(void)spool_jnl_retire(mb, sfd);
+			close(sfd);
+		}
+	} else if ((jfd = spool_jnl_adopt(mb, &st)) < 0)
+		return st;
+	st = recover_journal(mb, jfd);
 	close(jfd);
 	return st;
 }
@@ -532,7 +684,8 @@ maildrop_commit(struct maildrop *mb)
 	} else
 		st = jnl_write_apply(mb, mb->fd, r, nr,
 		    (uint64_t)mb->msgs[first_del].from_off, (uint64_t)size);
-	if (st != MAILDROP_OK && access(mb->jnlpath, F_OK) == 0) {
+	if (st != MAILDROP_OK &&
+	    faccessat(mb->sdfd, mb->jnlname, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
 		/*
 		 * The journal is durable, so the commit is decided: finish it
 		 * now if the error was passing, else the next session will.

@@ -3,19 +3,25 @@
  * agents do (Debian Policy §11.6): an open-file-description fcntl lock
  * on the whole file, then a dotlock through liblockfile, never waiting
  * for one while holding the other; and the session lock that keeps a
- * second POP3 session out while the mailbox itself stays unlocked.  Runs as the mail user; the caller's hooks hold the mail
- * group only around dotlock work.
+ * second POP3 session out while the mailbox itself stays unlocked.
+ * Runs as the mail user with no group but the user's own: when the user
+ * cannot write the spool, liblockfile's lockfile_create() runs its setgid
+ * helper, dotlockfile(1), which locks a mailbox that exists and belongs
+ * to the caller.  A missing mailbox is never locked (there is nothing
+ * to read), which is just as well: the helper refuses it.
  */
 #include <sys/types.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <lockfile.h>
-#include <md5.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,21 +30,6 @@
 #include "mbox_impl.h"
 
 #define DOTLOCK_REFRESH	60		/* seconds between lockfile_touch */
-
-int
-mbox_priv_raise(struct maildrop *mb)
-{
-	if (mb->hooks.priv_raise == NULL)
-		return 0;
-	return mb->hooks.priv_raise(mb->hooks.arg);
-}
-
-void
-mbox_priv_lower(struct maildrop *mb)
-{
-	if (mb->hooks.priv_lower != NULL)
-		mb->hooks.priv_lower(mb->hooks.arg);
-}
 
 static int
 ofd_lock(int fd, short type)
@@ -71,15 +62,9 @@ nap(void)
 static void
 dotlock_remove(struct maildrop *mb)
 {
-	int	 r = -1;
-
 	if (!mb->dotlocked)
 		return;
-	if (mbox_priv_raise(mb) == 0) {
-		r = lockfile_remove(mb->lockpath);
-		mbox_priv_lower(mb);
-	}
-	if (r == 0)
+	if (lockfile_remove(mb->lockpath) == 0)
 		mb->dotlocked = 0;
 	else
 		log_warn("remove %s", mb->lockpath);
@@ -92,10 +77,7 @@ mbox_dotlock_refresh(struct maildrop *mb)
 
 	if (!mb->dotlocked || now - mb->dotlock_time < DOTLOCK_REFRESH)
 		return;
-	if (mbox_priv_raise(mb) == 0) {
-		(void)lockfile_touch(mb->lockpath);
-		mbox_priv_lower(mb);
-	}
+	(void)lockfile_touch(mb->lockpath);
 	mb->dotlock_time = now;
 }
 
@@ -118,12 +100,7 @@ mbox_lock(struct maildrop *mb)
 				mbox_dotlock_refresh(mb);
 				return MAILDROP_OK;
 			}
-			if (mbox_priv_raise(mb) != 0)
-				r = L_ERROR;
-			else {
-				r = lockfile_create(mb->lockpath, 0, L_PID);
-				mbox_priv_lower(mb);
-			}
+			r = lockfile_create(mb->lockpath, 0, L_PID);
 			if (r == L_SUCCESS) {
 				mb->dotlocked = 1;
 				mb->dotlock_time = time(NULL);
@@ -154,29 +131,119 @@ mbox_unlock(struct maildrop *mb)
 		(void)ofd_lock(mb->fd, F_UNLCK);
 }
 
-enum maildrop_status
-maildrop_session_lock(const char *rundir, const char *path, int *fd_r)
+/*
+ * The lock file's name: "INO.lock" for the mailbox's inode, so that two
+ * paths to one mailbox give one lock.  A missing mailbox has no inode:
+ * its lock is "new-BASENAME.lock".  Should mail arrive and create the
+ * file while such a session runs, a second session gets the inode's
+ * lock and both run; that is harmless, since the first one holds an
+ * empty maildrop, which it cannot read from nor write to.
+ */
+static enum maildrop_status
+session_lock_name(const char *path, char *name, size_t size, ino_t *ino_r)
 {
-	char	 name[PATH_MAX], hex[33];
-	int	 fd;
+	struct stat	 sb;
+	const char	*base;
 
-	if (MD5Data((const unsigned char *)path, strlen(path), hex) == NULL)
-		return MAILDROP_NOMEM;
-	if ((size_t)snprintf(name, sizeof(name), "%s/%s.session", rundir,
-	    hex) >= sizeof(name))
-		return MAILDROP_IOERR;
-	fd = open(name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd == -1) {
-		log_warn("session lock %s", name);
+	*ino_r = 0;
+	if (lstat(path, &sb) == 0) {
+		*ino_r = sb.st_ino;
+		(void)snprintf(name, size, "%ju.lock", (uintmax_t)sb.st_ino);
+		return MAILDROP_OK;
+	}
+	if (errno != ENOENT) {
+		log_warn("%s", path);
+		return errno == EACCES ? MAILDROP_NOACCESS : MAILDROP_IOERR;
+	}
+	base = strrchr(path, '/') == NULL ? path : strrchr(path, '/') + 1;
+	if (*base == '\0' || strcmp(base, ".") == 0 ||
+	    strcmp(base, "..") == 0 ||
+	    (size_t)snprintf(name, size, "new-%s.lock", base) >= size) {
+		log_warnx("%s: no name for its session lock", path);
 		return MAILDROP_IOERR;
 	}
-	if (ofd_lock(fd, F_WRLCK) == -1) {
-		close(fd);
-		if (errno == EAGAIN || errno == EACCES)
-			return MAILDROP_INUSE;
-		log_warn("session lock %s", name);
-		return MAILDROP_IOERR;
-	}
-	*fd_r = fd;
 	return MAILDROP_OK;
+}
+
+/* Opens (or makes) the lock file name in dfd, checked like any state. */
+static int
+session_lock_open(int dfd, const char *statedir, const char *name)
+{
+	char	 why[80];
+	int	 fd, made = 1;
+
+	fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, 0600);
+	if (fd == -1 && errno == EEXIST) {
+		made = 0;
+		fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK |
+		    O_CLOEXEC);
+	}
+	if (fd == -1) {
+		log_warn("session lock %s/%s", statedir, name);
+		return -1;
+	}
+	/* Ours by making; see mbox_state_create() for why fchown. */
+	if ((made && fchown(fd, geteuid(), (gid_t)-1) == -1) ||
+	    mbox_file_check(fd, geteuid(), 0, why, sizeof(why)) == -1) {
+		if (made)
+			(void)snprintf(why, sizeof(why), "%s",
+			    strerror(errno));
+		log_warnx("session lock %s/%s not used: %s", statedir, name,
+		    why);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+enum maildrop_status
+maildrop_session_lock(const char *statedir, const char *path, int *fd_r)
+{
+	char	 name[STATE_NAME_MAX + NAME_MAX];
+	ino_t	 ino, again;
+	int	 dfd, fd, tries;
+	enum maildrop_status st;
+
+	if ((dfd = mbox_statedir_open(statedir)) == -1)
+		return MAILDROP_IOERR;
+	/*
+	 * The path may come to name another file between the lstat and the
+	 * lock (a mail reader that replaces the mailbox): look again, and
+	 * take the lock of the file the path names once it holds still.
+	 */
+	for (tries = 0; tries < 3; tries++) {
+		if ((st = session_lock_name(path, name, sizeof(name), &ino)) !=
+		    MAILDROP_OK)
+			break;
+		if ((fd = session_lock_open(dfd, statedir, name)) == -1) {
+			st = MAILDROP_IOERR;
+			break;
+		}
+		if (ofd_lock(fd, F_WRLCK) == -1) {
+			close(fd);
+			if (errno == EAGAIN || errno == EACCES)
+				st = MAILDROP_INUSE;
+			else {
+				log_warn("session lock %s/%s", statedir, name);
+				st = MAILDROP_IOERR;
+			}
+			break;
+		}
+		if ((st = session_lock_name(path, name, sizeof(name),
+		    &again)) == MAILDROP_OK && again == ino) {
+			close(dfd);
+			*fd_r = fd;
+			return MAILDROP_OK;
+		}
+		close(fd);
+		if (st != MAILDROP_OK)
+			break;
+	}
+	if (tries == 3) {
+		log_warnx("%s: replaced over and over; no session lock", path);
+		st = MAILDROP_LOCKED;
+	}
+	close(dfd);
+	return st;
 }

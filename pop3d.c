@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,11 +42,13 @@
 #include "privdrop.h"
 #include "privsep.h"
 #include "session.h"
+#include "statedir.h"
 
 #define DEFAULT_SERVICE		"pop3d"
 #define DEFAULT_MAILBOX		"/var/mail/%u"
 #define DEFAULT_TIMEOUT		600
 #define DEFAULT_RUNDIR		"/run/pop3d"
+#define DEFAULT_STATEDIR	"/var/lib/pop3d"
 #define DEFAULT_PRELOGIN_USER	"pop3d"
 #define DEFAULT_APOP_FILE	"/etc/pop3d/apop"
 #define DEFAULT_FAIL_DELAY	1000	/* ms: the least a failed login costs */
@@ -63,9 +66,9 @@ usage(void)
 {
 	fprintf(stderr, "usage: pop3d [-cdTVv] [-A apop-file] [-C chroot] "
 	    "[-D ms] [-f passwd-file]\n"
-	    "             [-m mailbox] [-R rundir] [-s service] "
-	    "[-t timeout]\n"
-	    "             [-u user] [-r mailbox]\n");
+	    "             [-m mailbox] [-R rundir] [-S statedir] "
+	    "[-s service]\n"
+	    "             [-t timeout] [-u user] [-r mailbox]\n");
 	exit(2);
 }
 
@@ -150,22 +153,37 @@ parse_timeout(const char *arg)
 	return (int)n;
 }
 
-/* pop3d -r MAILBOX: finish an interrupted commit, as the file's owner. */
+/*
+ * pop3d -r MAILBOX: finish an interrupted commit, as the file's owner
+ * (with the owner's own group, not the mailbox's), with the state in the
+ * owner's state directory.
+ */
 static int
 recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
 {
+	struct passwd	*pw;
 	struct stat	 sb;
+	char		 statedir[PATH_MAX];
+	uid_t		 uid = geteuid();
 	enum maildrop_status st;
 
-	if (geteuid() == 0) {
+	if (uid == 0) {
 		if (lstat(cf->recover, &sb) == -1)
 			fatal("%s", cf->recover);
 		if (sb.st_uid == 0)
 			fatalx("%s: owned by root; not touching it",
 			    cf->recover);
-		privdrop_permanently(sb.st_uid, sb.st_gid);
+		uid = sb.st_uid;
 	}
-	st = maildrop_recover(cf->recover, hooks);
+	if ((pw = getpwuid(uid)) == NULL)
+		fatalx("%s: uid %lu has no account", cf->recover,
+		    (unsigned long)uid);
+	if (statedir_prepare(cf->state_dir, pw->pw_name, pw->pw_uid,
+	    pw->pw_gid, statedir, sizeof(statedir)) == -1)
+		return 1;
+	if (geteuid() == 0)
+		privdrop_permanently(pw->pw_uid, pw->pw_gid);
+	st = maildrop_recover(cf->recover, statedir, hooks);
 	if (st != MAILDROP_OK) {
 		log_warnx("%s: %s", cf->recover, maildrop_status_text[st]);
 		return 1;
@@ -203,7 +221,7 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->timeout = DEFAULT_TIMEOUT;
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
-	while ((ch = getopt(argc, argv, "A:C:cD:df:m:R:r:s:Tt:u:vV")) != -1) {
+	while ((ch = getopt(argc, argv, "A:C:cD:df:m:R:r:S:s:Tt:u:vV")) != -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -236,6 +254,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			break;
 		case 'r':
 			cf->recover = optarg;
+			break;
+		case 'S':
+			cf->state_dir = optarg;
 			break;
 		case 's':
 			cf->auth.pam_service = optarg;
@@ -290,6 +311,35 @@ default_dirs(struct pop3d_config *cf, int as_root, char *rundir,
 	}
 }
 
+/*
+ * The state directory, when -S left it unset: /var/lib/pop3d as root.
+ * A pop3d that is not root keeps its state where the XDG base directory
+ * specification puts state, $XDG_STATE_HOME/pop3d, else in
+ * $HOME/.local/state/pop3d; with neither set (a service account), in the
+ * run directory, which may not survive a reboot: pass -S for those.
+ */
+static void
+default_state_dir(struct pop3d_config *cf, int as_root, char *buf,
+    size_t bufsize)
+{
+	const char	*env;
+
+	if (cf->state_dir != NULL)
+		return;
+	if (as_root)
+		cf->state_dir = DEFAULT_STATEDIR;
+	else {
+		if ((env = getenv("XDG_STATE_HOME")) != NULL && *env == '/')
+			(void)snprintf(buf, bufsize, "%s/pop3d", env);
+		else if ((env = getenv("HOME")) != NULL && *env == '/')
+			(void)snprintf(buf, bufsize, "%s/.local/state/pop3d",
+			    env);
+		else
+			(void)snprintf(buf, bufsize, "%s", cf->rundir);
+		cf->state_dir = buf;
+	}
+}
+
 /* The greeting's banner, with an APOP timestamp only when APOP is usable. */
 static void
 make_banner(struct pop3d_config *cf, char *stamp, size_t stampsize,
@@ -322,6 +372,7 @@ main(int argc, char *argv[])
 	struct maildrop	*mb = NULL;
 	struct io		*io;
 	char			 rundir[PATH_MAX], chrootdir[PATH_MAX];
+	char			 statebuf[PATH_MAX], statedir[PATH_MAX];
 	char			 stamp[512], banner[600];
 	enum session_end	 end;
 	enum maildrop_status	 st;
@@ -338,12 +389,13 @@ main(int argc, char *argv[])
 
 	memset(&hooks, 0, sizeof(hooks));
 	hooks.lock_timeout = LOCK_TIMEOUT;
-	if (cf.recover != NULL)
-		return recover_only(&cf, &hooks);
-
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
 	    sizeof(chrootdir));
+	default_state_dir(&cf, as_root, statebuf, sizeof(statebuf));
+	if (cf.recover != NULL)
+		return recover_only(&cf, &hooks);
+
 	peer_identify(STDIN_FILENO, &peer);
 	cf.auth.rhost = peer.name;
 	cleartext_ok = !cf.cleartext_protected || cf.marked_protected ||
@@ -390,18 +442,20 @@ main(int argc, char *argv[])
 		user = here.user;
 	}
 	if (end == END_LOGIN) {
-		if (rundir_ready(cf.rundir) == -1)
-			st = MAILDROP_IOERR;
-		else
-			st = maildrop_session_lock(cf.rundir, user.mailbox,
-			    &lockfd);
+		st = statedir_prepare(cf.state_dir, user.account, user.uid,
+		    user.gid, statedir, sizeof(statedir)) == -1 ?
+		    MAILDROP_IOERR : MAILDROP_OK;
 		if (as_root)
 			privdrop_permanently(user.uid, user.gid);
 		log_debug("session process %ld: uid %lu, gid %lu",
 		    (long)getpid(), (unsigned long)getuid(),
 		    (unsigned long)getgid());
 		if (st == MAILDROP_OK)
-			st = maildrop_open(user.mailbox, &hooks, &mb);
+			st = maildrop_session_lock(statedir, user.mailbox,
+			    &lockfd);
+		if (st == MAILDROP_OK)
+			st = maildrop_open(user.mailbox, statedir, &hooks,
+			    &mb);
 		if (st != MAILDROP_OK)
 			log_warnx("%s: %s: %s", user.name, user.mailbox,
 			    maildrop_status_text[st]);

@@ -14,6 +14,7 @@ struct pop3d_config {
 	struct auth_config	 auth;
 	int			 timeout;	/* -t: seconds of silence */
 	const char		*rundir;	/* -R: host-local run directory */
+	const char		*state_dir;	/* -S: per-user state, shareable */
 	const char		*recover;	/* -r: recover this and exit */
 	const char		*prelogin_user;	/* -u */
 	const char		*chroot_dir;	/* -C */

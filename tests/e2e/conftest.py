@@ -349,12 +349,15 @@ class Pop3dEnv:
         self.group = self.tmp / "group"
         self.mail = self.tmp / "mail"
         self.run = self.tmp / "run"
+        self.state = self.tmp / "state"
         self.home = self.tmp / "home"
         self.servers = []
         self._nlogs = 0
         self.pam_dir.mkdir()
         self.mail.mkdir()
         self.mail.chmod(0o755)
+        self.state.mkdir()
+        self.state.chmod(0o755)
         self.home.mkdir()
         self.pam_users = {}
         self.add_pam_user("alice", "secret")
@@ -427,19 +430,29 @@ class Pop3dEnv:
         os.chmod(p, mode)
         return p
 
+    def state_dir(self, user="alice"):
+        """The user's state directory (session lock, journal, index)."""
+        return self.state / user
+
     def leftovers(self, directory=None):
-        """Lock and journal files left next to the mailboxes."""
+        """Lock and journal files left next to the mailboxes, and journals
+        left in the state directories."""
         d = Path(directory) if directory is not None else self.mail
-        return sorted(p.name for p in d.iterdir()
-                      if p.name.endswith(".lock") or
-                      ".pop3d-journal" in p.name)
+        left = [p.name for p in d.iterdir()
+                if p.name.endswith(".lock") or ".pop3d-journal" in p.name]
+        left += [f"{u.name}/{p.name}" for u in self.state.iterdir()
+                 if u.is_dir() for p in u.iterdir() if ".journal" in p.name]
+        return sorted(left)
 
     # ---- servers ---------------------------------------------------------------
 
-    def argv(self, args=(), timeout=30, mailbox=None, rundir=None):
+    def argv(self, args=(), timeout=30, mailbox=None, rundir=None,
+             statedir=None):
         return [POP3D, "-d",
                 "-m", mailbox if mailbox is not None else f"{self.mail}/%u",
                 "-R", str(rundir) if rundir is not None else str(self.run),
+                "-S", str(statedir) if statedir is not None
+                else str(self.state),
                 "-t", str(timeout), "-D", "0"] + list(args)
 
     def start(self, args=(), timeout=30, **kw):

@@ -47,7 +47,8 @@ class Crash:
     def session(self, dele, fault=None):
         e = self.env.env()
         e["LD_PRELOAD"] += f" {FAULT}"
-        e["FAULT_DIR"] = str(self.env.mail)
+        # The spool and the state directory (the journal lives there).
+        e["FAULT_DIR"] = str(self.env.tmp)
         e.update(fault or {})
         cmds = "USER alice\r\nPASS secret\r\n" + \
             "".join(f"DELE {d}\r\n" for d in dele) + "QUIT\r\n"
@@ -59,7 +60,8 @@ class Crash:
             p = self.session([])
             assert b"+OK Maildrop has" in p.stdout, p.stderr.decode()
         else:
-            p = subprocess.run([POP3D, "-d", "-r", str(self.path)],
+            p = subprocess.run([POP3D, "-d", "-S", str(self.env.state),
+                                "-r", str(self.path)],
                                env=self.env.env(), capture_output=True,
                                timeout=60)
             assert p.returncode == 0, p.stderr.decode()

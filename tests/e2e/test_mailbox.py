@@ -594,17 +594,81 @@ def test_world_writable_rundir_refused(pop3d_env):
     assert "not a directory of uid 0 closed to others" in srv.log
 
 
-def test_stale_unfinished_journal_is_discarded(pop3d_env):
+def own_state_dir(pop3d_env, user="alice"):
+    """The user's state directory, made the way pop3d makes it."""
+    d = pop3d_env.state_dir(user)
+    d.mkdir(mode=0o700, exist_ok=True)
+    uid = {"alice": ALICE_UID, "bob": BOB_UID}[user]
+    os.chown(d, uid, uid)
+    return d
+
+
+def own_file(path, data, uid=ALICE_UID, mode=0o600):
+    path.write_bytes(data)
+    os.chown(path, uid, MAIL_GID)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.mark.parametrize("where", ["state", "spool"])
+def test_stale_unfinished_journal_is_discarded(pop3d_env, where):
+    """An unfinished journal of the user's own (in the state directory,
+    or in the spool where the version before kept it) was never a decided
+    commit: it is removed, and the mailbox served as it is."""
     data, chunks, wires = build_mbox(2)
     path = pop3d_env.write_mbox(data)
-    jnl = pop3d_env.mail / "alice.pop3d-journal"
-    jnl.write_bytes(b"\0" * 100)
+    if where == "state":
+        jnl = own_state_dir(pop3d_env) / f"{path.stat().st_ino}.journal"
+    else:
+        jnl = pop3d_env.mail / "alice.pop3d-journal"
+    own_file(jnl, b"\0" * 100)
     srv = pop3d_env.login()
     assert srv.cmd("STAT").startswith("+OK 2 ")
     srv.cmd("QUIT")
     srv.finish(0)
     assert path.read_bytes() == data
     assert not jnl.exists()
+    assert "discarding an unfinished journal" in srv.log
+
+
+def test_planted_spool_journal_is_ignored(pop3d_env):
+    """A file at the old journal's name in the spool that is not the
+    user's own (another account's, or group-readable) is never read: the
+    session serves the mailbox as it is and says why in the log."""
+    data, chunks, wires = build_mbox(2)
+    path = pop3d_env.write_mbox(data)
+    jnl = pop3d_env.mail / "alice.pop3d-journal"
+    for uid, mode, why in ((BOB_UID, 0o600, "owned by uid 1001"),
+                           (ALICE_UID, 0o640, "mode 0640")):
+        own_file(jnl, b"POP3DJN1" + b"\xff" * 600, uid=uid, mode=mode)
+        srv = pop3d_env.login()
+        assert srv.cmd("STAT").startswith("+OK 2 ")
+        srv.cmd("QUIT")
+        srv.finish(0)
+        assert path.read_bytes() == data
+        assert jnl.exists(), "another's file is not ours to remove"
+        assert f"ignoring {jnl}: {why}" in srv.log
+        jnl.unlink()
+
+
+def test_two_paths_one_session(pop3d_env):
+    """/var/mail/u and /var/spool/mail/u (a symlink to /var/mail on many
+    systems) name one mailbox, hence one session lock."""
+    data, chunks, wires = build_mbox(2)
+    pop3d_env.write_mbox(data)
+    spool = pop3d_env.tmp / "spool"
+    spool.symlink_to(pop3d_env.mail)
+    via_spool = ["-m", f"{spool}/%u"]
+    for first_args, second_args in (([], via_spool), (via_spool, [])):
+        first = pop3d_env.login(args=first_args)
+        second = pop3d_env.start(second_args)
+        assert second.login() == IN_USE
+        assert second.read_until_eof() == b""
+        second.wait(1)
+        first.cmd("QUIT")
+        first.finish(0)
+    ino = pop3d_env.mailbox().stat().st_ino
+    assert (pop3d_env.state_dir() / f"{ino}.lock").is_file()
 
 
 # ---- message content on the wire -------------------------------------------------
@@ -944,8 +1008,8 @@ def test_recover_consistent_mailbox(pop3d_env):
 def test_recover_discards_unfinished_journal(pop3d_env):
     data, chunks, wires = build_mbox(2)
     path = pop3d_env.write_mbox(data)
-    jnl = pop3d_env.mail / "alice.pop3d-journal"
-    jnl.write_bytes(b"POP3DJN1" + b"\xff" * 600)
+    jnl = own_state_dir(pop3d_env) / f"{path.stat().st_ino}.journal"
+    own_file(jnl, b"POP3DJN1" + b"\xff" * 600)
     srv = run_recover(pop3d_env, path)
     srv.wait(0)
     assert "discarding an unfinished journal" in srv.log

@@ -243,7 +243,8 @@ def crash_message(i):
 def faulty_session(env, dele, extra):
     e = env.env()
     e["LD_PRELOAD"] += f" {FAULT}"
-    e["FAULT_DIR"] = str(env.mail)
+    # The spool and the state directory (the journal lives there).
+    e["FAULT_DIR"] = str(env.tmp)
     e.update(extra)
     cmds = "USER alice\r\nPASS secret\r\n" + \
         "".join(f"DELE {d}\r\n" for d in dele) + "QUIT\r\n"
@@ -284,7 +285,8 @@ def test_uidls_after_crash_and_recovery(pop3d_env):
         p = faulty_session(pop3d_env, dele,
                            {"FAULT_AT": str(at), "FAULT_MODE": "kill"})
         assert b"signing off" not in p.stdout, (at, p.stdout)
-        r = subprocess.run([POP3D, "-d", "-r", str(path)],
+        r = subprocess.run([POP3D, "-d", "-S", str(pop3d_env.state),
+                            "-r", str(path)],
                            env=pop3d_env.env(), capture_output=True,
                            timeout=60)
         assert r.returncode == 0, r.stderr.decode()

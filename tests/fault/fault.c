@@ -1,7 +1,7 @@
 /*
  * fault.c: an LD_PRELOAD shim for crash tests.  Counts the calls that
  * change files (write, pwrite, fsync, fdatasync, ftruncate on regular
- * files; rename, unlink, link) and, at call FAULT_AT, either kills the
+ * files; rename, renameat, unlink, unlinkat, link) and, at call FAULT_AT, either kills the
  * process (FAULT_MODE=kill, before the call runs) or makes the call fail
  * with ENOSPC, EIO or EDQUOT.  With FAULT_DIR set, only calls on paths
  * under that directory count.  FAULT_LOG, if set, gets one line per
@@ -73,6 +73,24 @@ watched_fd(int fd)
 	if (getenv("FAULT_DIR") == NULL)
 		return 1;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if ((n = readlink(proc, path, sizeof(path) - 1)) < 0)
+		return 0;
+	path[n] = '\0';
+	return watched(path);
+}
+
+/* Is name, relative to directory dfd, under FAULT_DIR? */
+static int
+watched_at(int dfd, const char *name)
+{
+	char	 proc[64], path[4096];
+	ssize_t	 n;
+
+	if (dfd == AT_FDCWD || name[0] == '/')
+		return watched(name);
+	if (getenv("FAULT_DIR") == NULL)
+		return 1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dfd);
 	if ((n = readlink(proc, path, sizeof(path) - 1)) < 0)
 		return 0;
 	path[n] = '\0';
@@ -180,4 +198,23 @@ link(const char *a, const char *b)
 	if ((watched(a) || watched(b)) && point("link") == -1)
 		return -1;
 	return real_link(a, b);
+}
+
+int
+renameat(int da, const char *a, int db, const char *b)
+{
+	REAL(int, renameat, (int, const char *, int, const char *));
+	if ((watched_at(da, a) || watched_at(db, b)) &&
+	    point("rename") == -1)
+		return -1;
+	return real_renameat(da, a, db, b);
+}
+
+int
+unlinkat(int dfd, const char *p, int flags)
+{
+	REAL(int, unlinkat, (int, const char *, int));
+	if (watched_at(dfd, p) && point("unlink") == -1)
+		return -1;
+	return real_unlinkat(dfd, p, flags);
 }

@@ -24,8 +24,10 @@
 #include "testutil.h"
 
 static char	*scratch;
+static char	*statedir;	/* scratch/state: the state directory */
 static char	*path;		/* scratch/mbox */
-static char	*idxpath;	/* scratch/mbox.pop3d-index */
+static char	*idxpath;	/* scratch/state/INO.index */
+static char	*oldidx;	/* scratch/mbox.pop3d-index: never read */
 
 /* Messages of about 5 KB, with identical pairs; n of them. */
 static void
@@ -99,7 +101,7 @@ open_and_compare(void)
 	int		 fd;
 	enum mbox_table_source how;
 
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	how = mbox_table_source(mb);
 	table_of(mb, &a);
 	maildrop_close(mb);
@@ -265,6 +267,54 @@ test_bad_index_ignored(void **state)
 	tu_buf_free(&b);
 }
 
+/*
+ * Planted in the state directory: a hard link (two links), a FIFO (which
+ * must not hang the open), a file of another uid: not used.  The index an
+ * older version left in the spool is never read at all.
+ */
+static void
+test_planted_index_ignored(void **state)
+{
+	struct tu_buf	 b;
+	struct stat	 sb;
+	char		*ix, *link2;
+	size_t		 len;
+
+	(void)state;
+	indexed_mailbox(&b);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX);
+	if (asprintf(&link2, "%s/other", statedir) == -1)
+		abort();
+	assert_int_equal(link(idxpath, link2), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
+	(void)unlink(link2);
+	free(link2);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_INDEX);
+
+	ix = tu_read_file(idxpath, &len);
+	assert_non_null(ix);
+	assert_int_equal(unlink(idxpath), 0);
+	assert_int_equal(mkfifo(idxpath, 0600), 0);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
+	/* The open rewrote it as a fresh index: a regular file again. */
+	assert_int_equal(lstat(idxpath, &sb), 0);
+	assert_true(S_ISREG(sb.st_mode));
+
+	if (geteuid() == 0) {
+		assert_int_equal(chown(idxpath, 4242, (gid_t)-1), 0);
+		assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
+	}
+
+	/* A valid index, but in the spool where an older version kept it. */
+	assert_int_equal(unlink(idxpath), 0);
+	assert_int_equal(tu_write_file(oldidx, ix, len), 0);
+	write_aged(b.p, b.len);
+	assert_int_equal(open_and_compare(), MBOX_TABLE_PARSED);
+	assert_int_equal(unlink(oldidx), 0);
+	free(ix);
+	tu_buf_free(&b);
+}
+
 /* A commit removes the index; the next session makes a new one. */
 static void
 test_commit_drops_index(void **state)
@@ -274,7 +324,7 @@ test_commit_drops_index(void **state)
 
 	(void)state;
 	indexed_mailbox(&b);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(mbox_table_source(mb), MBOX_TABLE_INDEX);
 	maildrop_set_deleted(mb, 3, 1);
 	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
@@ -287,26 +337,37 @@ test_commit_drops_index(void **state)
 }
 
 static int
-setup(void **state)
+setup(void **unused)
 {
-	(void)state;
+	(void)unused;
+	struct stat	 sb;
+
 	scratch = tu_mkdtemp();
 	if (asprintf(&path, "%s/mbox", scratch) == -1 ||
-	    asprintf(&idxpath, "%s/mbox.pop3d-index", scratch) == -1)
+	    asprintf(&statedir, "%s/state", scratch) == -1 ||
+	    asprintf(&oldidx, "%s/mbox.pop3d-index", scratch) == -1 ||
+	    mkdir(statedir, 0700) == -1 ||
+	    tu_write_file(path, "", 0) == -1 || lstat(path, &sb) == -1 ||
+	    asprintf(&idxpath, "%s/%ju.index", statedir,
+	    (uintmax_t)sb.st_ino) == -1)
 		abort();
 	return 0;
 }
 
 static int
-teardown(void **state)
+teardown(void **unused)
 {
-	(void)state;
+	(void)unused;
 	(void)unlink(idxpath);
+	(void)unlink(oldidx);
 	(void)unlink(path);
+	(void)rmdir(statedir);
 	(void)rmdir(scratch);
 	free(scratch);
+	free(statedir);
 	free(path);
 	free(idxpath);
+	free(oldidx);
 	return 0;
 }
 
@@ -318,6 +379,7 @@ main(void)
 		cmocka_unit_test(test_small_mailbox_has_none),
 		cmocka_unit_test(test_grown_parses_new_mail),
 		cmocka_unit_test(test_same_size_rewrite),
+		cmocka_unit_test(test_planted_index_ignored),
 		cmocka_unit_test(test_grown_rewrite),
 		cmocka_unit_test(test_bad_index_ignored),
 		cmocka_unit_test(test_commit_drops_index),

@@ -27,6 +27,7 @@
 #include "testutil.h"
 
 static char	*scratch;	/* this run's temporary directory */
+static char	*statedir;	/* scratch/state: the maildrops' state */
 
 /* ---- fixtures ------------------------------------------------------ */
 
@@ -350,11 +351,14 @@ make_mbox(const char *data, size_t len)
 	return p;
 }
 
+/* No dotlock or journal in the spool, no journal in the state dir. */
 static void
 assert_no_leftovers(const char *path)
 {
 	char		*j, *l, *n;
 	struct stat	 sb;
+	struct dirent	*de;
+	DIR		*d;
 
 	if (asprintf(&j, "%s.pop3d-journal", path) == -1 ||
 	    asprintf(&n, "%s.pop3d-journal.new", path) == -1 ||
@@ -366,6 +370,11 @@ assert_no_leftovers(const char *path)
 	free(j);
 	free(n);
 	free(l);
+	assert_non_null(d = opendir(statedir));
+	while ((de = readdir(d)) != NULL)
+		if (strstr(de->d_name, ".journal") != NULL)
+			fail_msg("%s/%s left behind", statedir, de->d_name);
+	closedir(d);
 }
 
 static void
@@ -454,7 +463,7 @@ test_fixture_commit(void **state)
 	path = make_mbox(orig, orig_len);
 
 	if (f->notmbox) {
-		assert_int_equal(maildrop_open(path, NULL, &mb),
+		assert_int_equal(maildrop_open(path, statedir, NULL, &mb),
 		    MAILDROP_BADFORMAT);
 		assert_file_is(path, orig, orig_len, f->name);
 		assert_no_leftovers(path);
@@ -463,7 +472,7 @@ test_fixture_commit(void **state)
 
 	/* Nothing deleted: not a byte written, mtime and inode kept. */
 	assert_int_equal(stat(path, &sb0), 0);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), f->n);
 	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
 	maildrop_close(mb);
@@ -481,7 +490,7 @@ test_fixture_commit(void **state)
 	for (i = 0; i < f->n; i++) {
 		path = (free(path), make_mbox(orig, orig_len));
 		assert_int_equal(stat(path, &sb0), 0);
-		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 		maildrop_set_deleted(mb, i, 1);
 		assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
 		maildrop_close(mb);
@@ -498,7 +507,7 @@ test_fixture_commit(void **state)
 	if (f->n > 0) {
 		path = (free(path), make_mbox(orig, orig_len));
 		assert_int_equal(stat(path, &sb0), 0);
-		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 		for (i = 0; i < f->n; i++)
 			maildrop_set_deleted(mb, i, 1);
 		maildrop_stat(mb, &count, &octets);
@@ -557,7 +566,7 @@ commit_case(const char *label, const int *del, const char *want)
 
 	path = make_mbox(src, sizeof(src) - 1);
 	assert_int_equal(stat(path, &sb0), 0);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), 3);
 	for (i = 0; i < 3; i++)
 		maildrop_set_deleted(mb, i, del[i]);
@@ -606,7 +615,7 @@ test_commit_keeps_new_mail(void **state)
 
 	(void)state;
 	path = make_mbox(src, sizeof(src) - 1);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), 2);
 	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	assert_true(fd >= 0);
@@ -633,7 +642,7 @@ test_commit_changed(void **state)
 
 	(void)state;
 	path = make_mbox(src, sizeof(src) - 1);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(truncate(path, (off_t)(sizeof(cut) - 1)), 0);
 	maildrop_set_deleted(mb, 0, 1);
 	assert_int_equal(maildrop_commit(mb), MAILDROP_CHANGED);
@@ -655,7 +664,7 @@ test_open_missing_and_empty(void **state)
 
 	(void)state;
 	path = path_in(scratch, "does-not-exist");
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), 0);
 	maildrop_stat(mb, &n, &o);
 	assert_int_equal(n, 0);
@@ -667,7 +676,7 @@ test_open_missing_and_empty(void **state)
 	free(path);
 
 	path = make_mbox("", 0);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), 0);
 	maildrop_close(mb);
 	assert_no_leftovers(path);
@@ -751,7 +760,7 @@ test_folder_hidden(void **state)
 		orig = tu_read_file(f->mbox_path, &orig_len);
 		assert_non_null(orig);
 		path = make_mbox(orig, orig_len);
-		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 		assert_int_equal(maildrop_count(mb), 2);
 		maildrop_stat(mb, &n, &o);
 		assert_int_equal(n, 2);
@@ -768,7 +777,7 @@ test_folder_hidden(void **state)
 		assert_no_leftovers(path);
 
 		/* What is left is still a maildrop without messages. */
-		assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+		assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 		assert_int_equal(maildrop_count(mb), 0);
 		maildrop_close(mb);
 		free(path);
@@ -907,12 +916,12 @@ test_uidl_stable_after_commit(void **state)
 
 	(void)state;
 	path = make_mbox(src, sizeof(src) - 1);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	before = uidls(mb);
 	maildrop_set_deleted(mb, 0, 1);
 	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
 	maildrop_close(mb);
-	assert_int_equal(maildrop_open(path, NULL, &mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), 2);
 	after = uidls(mb);
 	maildrop_close(mb);
@@ -1073,26 +1082,35 @@ test_cl_target_from_line_at_eof(void **state)
 
 /* ---- main ------------------------------------------------------------ */
 
+/* Removes dir and everything in it, one level of subdirectories deep. */
 static void
-rm_scratch(void)
+rm_dir(const char *dir, int depth)
 {
 	DIR		*d;
 	struct dirent	*de;
 	char		*p;
 
-	if ((d = opendir(scratch)) != NULL) {
+	if ((d = opendir(dir)) != NULL) {
 		while ((de = readdir(d)) != NULL) {
 			if (strcmp(de->d_name, ".") == 0 ||
 			    strcmp(de->d_name, "..") == 0)
 				continue;
-			p = path_in(scratch, de->d_name);
-			(void)unlink(p);
+			p = path_in(dir, de->d_name);
+			if (unlink(p) == -1 && depth > 0)
+				rm_dir(p, depth - 1);
 			free(p);
 		}
 		closedir(d);
 	}
-	(void)rmdir(scratch);
+	(void)rmdir(dir);
+}
+
+static void
+rm_scratch(void)
+{
+	rm_dir(scratch, 2);
 	free(scratch);
+	free(statedir);
 }
 
 int
@@ -1121,6 +1139,9 @@ main(void)
 
 	fixtures_load();
 	scratch = tu_mkdtemp();
+	statedir = path_in(scratch, "state");
+	if (mkdir(statedir, 0700) == -1)
+		abort();
 	t = calloc(2 * nfixtures, sizeof(*t));
 	names = calloc(2 * nfixtures, sizeof(*names));
 	for (i = 0; i < nfixtures; i++) {

@@ -922,7 +922,7 @@ test_quit_commits(void **state)
 	if (asprintf(&c->path, "%s/mbox", c->dir) == -1)
 		abort();
 	assert_int_equal(tu_write_file(c->path, src, src_len), 0);
-	assert_int_equal(maildrop_open(c->path, NULL, &c->mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(c->path, c->dir, NULL, &c->mb), MAILDROP_OK);
 	c->s.state = STATE_TRANSACTION;
 	c->s.maildrop = c->mb;
 	c->s.login = "test";
