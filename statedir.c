@@ -108,9 +108,10 @@ statedir_prepare(const char *dir, const char *account, uid_t uid, gid_t gid,
 	}
 	if ((sb.st_uid != 0 && sb.st_uid != me) || (sb.st_mode & 022) != 0) {
 		log_warnx("state directory %s: owned by uid %lu, mode %04o; "
-		    "it must belong to root (or to uid %lu) and be closed to "
-		    "others' writes", dir, (unsigned long)sb.st_uid,
-		    (unsigned int)(sb.st_mode & 07777), (unsigned long)me);
+		    "it must be root's%s and closed to others' writes", dir,
+		    (unsigned long)sb.st_uid,
+		    (unsigned int)(sb.st_mode & 07777),
+		    me == 0 ? "" : " or yours");
 		goto done;
 	}
 	if (mkdirat(dfd, account, 0700) == 0)

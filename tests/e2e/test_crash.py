@@ -122,3 +122,106 @@ def test_nothing_deleted_writes_nothing(pop3d_env):
     after = c.path.stat()
     assert after.st_mtime_ns == before.st_mtime_ns
     assert c.path.read_bytes() == OLD
+
+
+# ---- journals that are not, or no longer, where this version puts them ------
+
+def decided_journal(c, dele):
+    """A real journal of a decided commit: the commit is killed at the
+    call after the journal's rename into place, before the mailbox is
+    touched.  Returns its path in alice's state directory."""
+    log = c.env.tmp / "points-journal"
+    c.reset()
+    p = c.session(dele, {"FAULT_LOG": str(log)})
+    assert p.stdout.endswith(b"messages left)\r\n"), p.stderr.decode()
+    calls = [line.split()[1] for line in log.read_text().splitlines()]
+    log.unlink()
+    c.reset()
+    at = calls.index("rename") + 2          # 1-based, the call after it
+    c.session(dele, {"FAULT_AT": str(at), "FAULT_MODE": "kill"})
+    jnl = c.env.state_dir() / f"{c.path.stat().st_ino}.journal"
+    assert jnl.is_file()
+    assert c.path.read_bytes() == OLD
+    return jnl
+
+
+def served_as_is(c):
+    """The next session serves the mailbox as it is, all six messages."""
+    p = c.session([])
+    assert b"+OK Maildrop has 6 messages" in p.stdout, p.stderr.decode()
+    assert c.path.read_bytes() == OLD
+    return p.stderr.decode()
+
+
+def test_decided_journal_is_finished(pop3d_env):
+    c = Crash(pop3d_env)
+    decided_journal(c, [2])
+    c.recover(by_session=True)
+    assert c.path.read_bytes() == b"".join(MSGS[:1] + MSGS[2:])
+    assert pop3d_env.leftovers() == []
+
+
+@pytest.mark.parametrize("where", ["state", "spool"])
+def test_planted_journal_is_never_applied(pop3d_env, where):
+    """A valid journal (a real one, for this very inode), but another
+    account's file, or open to others, or linked twice, or behind a
+    symlink: never applied, never a lock-out; the log says what failed."""
+    c = Crash(pop3d_env)
+    jnl = decided_journal(c, [2])
+    data = jnl.read_bytes()
+    jnl.unlink()
+    target = jnl if where == "state" else pop3d_env.mail / "alice.pop3d-journal"
+    cases = [("other owner", 1001, 0o600, "owned by uid 1001"),
+             ("open to the group", ALICE_UID, 0o660, "mode 0660")]
+    for what, uid, mode, why in cases:
+        target.write_bytes(data)
+        os.chown(target, uid, MAIL_GID)
+        os.chmod(target, mode)
+        log = served_as_is(c)
+        assert why in log, (what, log)
+        target.unlink()
+    # Two links, and a symlink to a journal elsewhere.
+    other = pop3d_env.tmp / "elsewhere"
+    other.write_bytes(data)
+    os.chown(other, ALICE_UID, MAIL_GID)
+    os.chmod(other, 0o600)
+    os.link(other, target)
+    assert "2 links" in served_as_is(c)
+    target.unlink()
+    target.symlink_to(other)
+    assert "a symlink" in served_as_is(c)
+    target.unlink()
+    other.unlink()
+
+
+def test_journal_of_another_inode_is_never_applied(pop3d_env):
+    """The mailbox was replaced by a copy (another inode) and a journal
+    renamed to the copy's inode: its header names the old inode, so it
+    is not applied."""
+    c = Crash(pop3d_env)
+    jnl = decided_journal(c, [2])
+    copy = pop3d_env.mail / "copy"
+    copy.write_bytes(OLD)
+    os.chown(copy, ALICE_UID, MAIL_GID)
+    os.chmod(copy, 0o600)
+    os.rename(copy, c.path)
+    moved = jnl.with_name(f"{c.path.stat().st_ino}.journal")
+    jnl.rename(moved)
+    assert "it names inode" in served_as_is(c)
+    assert moved.exists()
+
+
+def test_spool_journal_of_the_last_version_is_finished(pop3d_env):
+    """Upgrade: a journal the version before left in the spool, the
+    owner's, one link, mode 0600, is finished, and the spool keeps
+    nothing of it."""
+    c = Crash(pop3d_env)
+    jnl = decided_journal(c, [2, 4])
+    spool_jnl = pop3d_env.mail / "alice.pop3d-journal"
+    os.rename(jnl, spool_jnl)
+    deliver(c.path, LATE)
+    c.recover(by_session=False)
+    new = b"".join(m for i, m in enumerate(MSGS, 1) if i not in (2, 4))
+    assert c.path.read_bytes() == new + LATE
+    assert not spool_jnl.exists()
+    assert pop3d_env.leftovers() == []

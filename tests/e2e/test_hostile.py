@@ -14,11 +14,12 @@ import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
-from conftest import (ALICE_UID, IO_TIMEOUT, MAIL_GID, POP3D, Server,
-                      ServerError, build_mbox, make_message)
+from conftest import (ALICE_UID, IO_TIMEOUT, MAIL_GID, POP3D, Pop3dEnv,
+                      Server, ServerError, build_mbox, make_message)
 
 BADFILE = "-ERR [SYS/PERM] Mailbox is not a regular file of yours"
 NOACCESS = "-ERR [SYS/PERM] Mailbox cannot be read (permission denied)"
@@ -234,21 +235,45 @@ def refused(pop3d_env, expected, srv=None, no_hang=False):
     return srv
 
 
-def start_without_dac_override(pop3d_env):
-    """pop3d as the harness runs it, but without CAP_DAC_OVERRIDE and
-    CAP_DAC_READ_SEARCH.  uid_wrapper only fakes the uid, so the process
-    is still root to the kernel and would read a mode-0 file.  Without
-    those capabilities the kernel checks the file's mode bits; as the
-    file belongs to uid 1000 and the process really to 0, those are the
-    "other" bits: a file mode 0o606 is readable and writable, one mode 0
-    is not (test_control_without_dac_override shows the first)."""
+@pytest.fixture
+def user_env():
+    """A world where pop3d runs for real as alice (uid 1000), as a
+    single-process pop3d: the kernel, not uid_wrapper, checks every
+    access, so a mode-0 file is unreadable.  (Under uid_wrapper the
+    process is root to the kernel; without CAP_DAC_OVERRIDE it could not
+    enter alice's 0700 state directory either.)  The spool is what Debian
+    ships, root:mail 2775, which alice cannot write: her dotlocks go
+    through liblockfile's setgid helper.  It lives under /tmp, since the
+    pytest tmp dir's parents are closed to other users."""
+    d = tempfile.mkdtemp(prefix="pop3d-e2e-user-", dir="/tmp")
+    e = Pop3dEnv(d)
+    os.chown(e.mail, 0, MAIL_GID)
+    os.chmod(e.mail, 0o2775)
+    sd = e.state_dir()
+    sd.mkdir(mode=0o700)
+    os.chown(sd, ALICE_UID, ALICE_UID)
+    yield e
+    errors = e.cleanup()
+    shutil.rmtree(d, ignore_errors=True)
+    if errors:
+        pytest.fail("\n".join(errors))
+
+
+def start_as_user(env):
+    """pop3d started as alice for real (setpriv), PAM and NSS wrapped."""
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    pop3d_env._nlogs += 1
-    log = pop3d_env.tmp / f"pop3d-{pop3d_env._nlogs}.log"
-    argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search"] + \
-        pop3d_env.argv()
-    srv = Server(argv, pop3d_env.env(), log)
-    pop3d_env.servers.append(srv)
+    env._nlogs += 1
+    log = env.tmp / f"pop3d-{env._nlogs}.log"
+    argv = [setpriv, f"--reuid={ALICE_UID}", f"--regid={ALICE_UID}",
+            "--clear-groups"] + env.argv()
+    e = env.env()
+    e["LD_PRELOAD"] = " ".join(x for x in e["LD_PRELOAD"].split()
+                               if "uid_wrapper" not in x)
+    for k in ("UID_WRAPPER", "UID_WRAPPER_ROOT",
+              "UID_WRAPPER_DISABLE_DEEPBIND"):
+        e.pop(k, None)
+    srv = Server(argv, e, log)
+    env.servers.append(srv)
     return srv
 
 
@@ -485,16 +510,17 @@ def test_fifo_does_not_hang(pop3d_env):
 
 @pytest.mark.parametrize("mode", [0o404, 0o202, 0o000],
                          ids=["read-only", "write-only", "mode-0"])
-def test_fifo_without_write_permission_does_not_hang(pop3d_env, mode):
+def test_fifo_without_write_permission_does_not_hang(user_env, mode):
     """O_RDWR is refused, so pop3d falls back to a read-only open: on a
     FIFO that must not wait for a writer."""
+    pop3d_env = user_env
     p = pop3d_env.mailbox()
     os.mkfifo(p)
     os.chown(p, ALICE_UID, MAIL_GID)
     os.chmod(p, mode)
     # Unreadable: "permission denied"; readable: "not a regular file".
     srv = refused(pop3d_env, BADFILE if mode & 0o004 else NOACCESS,
-                  srv=start_without_dac_override(pop3d_env), no_hang=True)
+                  srv=start_as_user(pop3d_env), no_hang=True)
     assert stat.S_ISFIFO(os.lstat(p).st_mode)
     assert stat.S_IMODE(os.lstat(p).st_mode) == mode
     assert srv.log
@@ -553,12 +579,13 @@ def test_hard_linked_mailbox(pop3d_env):
     assert "with one link" in srv.log
 
 
-def test_mode_0_mailbox(pop3d_env):
+def test_mode_0_mailbox(user_env):
+    pop3d_env = user_env
     data = build_mbox(2)[0]
     path = pop3d_env.write_mbox(data, mode=0o000)
     age(path)
     before = snapshot(path)
-    srv = start_without_dac_override(pop3d_env)
+    srv = start_as_user(pop3d_env)
     r = srv.login()
     assert r.startswith("-ERR [SYS/PERM] "), \
         f"PASS answered {r!r}\nlog:\n{srv.log}"
@@ -569,17 +596,35 @@ def test_mode_0_mailbox(pop3d_env):
     assert pop3d_env.leftovers() == []
 
 
-def test_control_without_dac_override(pop3d_env):
-    """The harness variant used above serves a mailbox its "other" mode
-    bits let it read and write."""
+def test_control_without_dac_override(user_env):
+    """The harness variant used above serves a mailbox its owner's mode
+    bits let it read and write, in a spool it cannot write: the dotlock
+    is made by liblockfile's setgid helper and removed again."""
+    pop3d_env = user_env
     data, chunks, wires = build_mbox(2)
     path = pop3d_env.write_mbox(data, mode=0o606)
-    srv = start_without_dac_override(pop3d_env)
+    srv = start_as_user(pop3d_env)
     assert srv.login() == maildrop_line(2, sum(map(len, wires)))
     assert srv.cmd("DELE 1") == "+OK Message 1 deleted"
     quit_ok(srv, 1)
     srv.wait(0)
     assert path.read_bytes() == chunks[1]
+    assert pop3d_env.leftovers() == []
+
+
+def test_missing_mailbox_in_unwritable_spool(user_env):
+    """No mailbox yet, in a spool the user cannot write (liblockfile's
+    helper would refuse to lock a file that does not exist): an empty
+    maildrop, nothing locked, nothing created in the spool, and the
+    session lock named after the mailbox's name."""
+    pop3d_env = user_env
+    srv = start_as_user(pop3d_env)
+    assert srv.login() == maildrop_line(0, 0)
+    assert srv.cmd("STAT") == "+OK 0 0"
+    quit_ok(srv, 0)
+    srv.wait(0)
+    assert os.listdir(pop3d_env.mail) == []
+    assert (pop3d_env.state_dir() / "new-alice.lock").is_file()
 
 
 LONG_FROM_4097 = b"From " + b"s" * (4097 - len(FROM) - 1) + FROM[4:]
@@ -904,3 +949,29 @@ def test_final_from_line_ending_in_cr(pop3d_env):
         f"QUIT answered {r!r}\nlog:\n{srv.log}"
     srv.finish(0)
     assert path.read_bytes() == last
+
+
+@pytest.mark.parametrize("where", ["spool", "state"])
+def test_unreadable_planted_journal_does_not_lock_out(user_env, where):
+    """A journal the user cannot even read (another account's, 0600) at
+    the spool's old journal name or in the state directory: logged and
+    ignored, and the mailbox served as it is, at every login."""
+    pop3d_env = user_env
+    data, chunks, wires = build_mbox(2)
+    path = pop3d_env.write_mbox(data)
+    if where == "spool":
+        jnl = pop3d_env.mail / "alice.pop3d-journal"
+    else:
+        jnl = pop3d_env.state_dir() / f"{path.stat().st_ino}.journal"
+    jnl.write_bytes(b"POP3DJN1" + b"\0" * 5000)
+    os.chown(jnl, 1001, 1001)
+    os.chmod(jnl, 0o600)
+    for _ in range(2):
+        srv = start_as_user(pop3d_env)
+        assert srv.login() == maildrop_line(2, sum(map(len, wires)))
+        quit_ok(srv, 2)
+        srv.wait(0)
+        assert "Permission denied" in srv.log, srv.log
+    assert path.read_bytes() == data
+    assert jnl.exists()
+    jnl.unlink()

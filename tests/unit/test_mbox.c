@@ -5,6 +5,7 @@
  */
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +25,9 @@
 
 #include "io.h"
 #include "mbox.h"
+#include "privdrop.h"
+#include "statedir.h"
+#include "mbox_impl.h"		/* hash64(), to plant journals */
 #include "testutil.h"
 
 static char	*scratch;	/* this run's temporary directory */
@@ -1080,6 +1084,446 @@ test_cl_target_from_line_at_eof(void **state)
 	assert_int_equal(count, 2);
 }
 
+static void	rm_dir(const char *, int);
+
+/* ---- journals planted in the state directory and in the spool ------- */
+
+/*
+ * The journal header as mbox_journal.c writes it: the tests plant
+ * journals by hand, valid ones and ones that must be refused.
+ */
+struct plant_hdr {
+	char		 magic[8];
+	uint32_t	 version;
+	uint32_t	 phase;
+	uint64_t	 ident;
+	uint64_t	 ino;
+	uint64_t	 x;
+	uint64_t	 s;
+	uint64_t	 l;
+	unsigned char	 marker[16];
+	uint64_t	 seal;
+};
+
+#define PLANT_SRC	MSG_A "\n" MSG_B "\n" MSG_C
+#define PLANT_NOT_A	MSG_B "\n" MSG_C	/* after deleting message 1 */
+#define PLANT_NOT_B	MSG_A "\n" MSG_C	/* after deleting message 2 */
+
+enum plant_flaw { PLANT_VALID, PLANT_OTHER_INODE, PLANT_OTHER_BYTES };
+
+static uint64_t
+plant_fnv1a(const void *buf, size_t len)
+{
+	const unsigned char	*p = buf;
+	uint64_t		 h = 0xcbf29ce484222325ULL;
+
+	while (len-- > 0) {
+		h ^= *p++;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/*
+ * Writes at jpath (mode 0600) the journal of a decided commit of the
+ * mailbox at mbox, which holds PLANT_SRC: deleting message del (1 or 2).
+ * Version 1 names the device, as the version before wrote it in the
+ * spool; version 2 the bytes before the deletion.
+ */
+static void
+plant_journal(const char *jpath, const char *mbox, uint32_t version,
+    int del, enum plant_flaw flaw)
+{
+	static const char src[] = PLANT_SRC;
+	const char	*tail = del == 1 ? PLANT_NOT_A : MSG_C;
+	struct plant_hdr h;
+	struct stat	 sb;
+	char		*buf;
+	size_t		 len;
+
+	assert_int_equal(lstat(mbox, &sb), 0);
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, "POP3DJN1", 8);
+	h.version = version;
+	h.x = del == 1 ? 0 : strlen(MSG_A "\n");
+	h.s = sizeof(src) - 1;
+	h.l = strlen(tail);
+	h.ino = (uint64_t)sb.st_ino + (flaw == PLANT_OTHER_INODE);
+	h.ident = version == 1 ? (uint64_t)sb.st_dev :
+	    hash64(src, (size_t)h.x);
+	if (flaw == PLANT_OTHER_BYTES)
+		h.ident ^= 1;
+	memset(h.marker, 0x5a, sizeof(h.marker));
+	h.marker[0] = '\0';
+	h.seal = plant_fnv1a(&h, offsetof(struct plant_hdr, seal));
+	len = 4096 + h.l;
+	assert_non_null(buf = calloc(1, len));
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + 4096, tail, h.l);
+	(void)unlink(jpath);
+	assert_int_equal(tu_write_file(jpath, buf, len), 0);
+	assert_int_equal(chmod(jpath, 0600), 0);
+	free(buf);
+}
+
+/* STATEDIR/INO.journal for the mailbox at path. */
+static char *
+state_journal(const char *path)
+{
+	struct stat	 sb;
+	char		*p;
+
+	assert_int_equal(lstat(path, &sb), 0);
+	if (asprintf(&p, "%s/%ju.journal", statedir, (uintmax_t)sb.st_ino) ==
+	    -1)
+		abort();
+	return p;
+}
+
+/* Opens the mailbox; asserts what it holds and serves. */
+static void
+open_expect(const char *path, size_t count, const char *want)
+{
+	struct maildrop	*mb;
+
+	assert_int_equal(maildrop_open(path, statedir, NULL, &mb),
+	    MAILDROP_OK);
+	assert_int_equal(maildrop_count(mb), count);
+	maildrop_close(mb);
+	assert_file_is(path, want, strlen(want), "mailbox");
+}
+
+/* A decided journal of our own is finished by the next open. */
+static void
+test_journal_finished(void **state)
+{
+	char	*path, *j;
+
+	(void)state;
+	path = make_mbox(PLANT_SRC, strlen(PLANT_SRC));
+	j = state_journal(path);
+	plant_journal(j, path, 2, 2, PLANT_VALID);
+	open_expect(path, 2, PLANT_NOT_B);
+	assert_no_leftovers(path);
+	/* And by maildrop_recover(), deleting the first message. */
+	path = (free(path), make_mbox(PLANT_SRC, strlen(PLANT_SRC)));
+	j = (free(j), state_journal(path));
+	plant_journal(j, path, 2, 1, PLANT_VALID);
+	assert_int_equal(maildrop_recover(path, statedir, NULL), MAILDROP_OK);
+	assert_file_is(path, PLANT_NOT_A, strlen(PLANT_NOT_A), "recovered");
+	assert_no_leftovers(path);
+	free(j);
+	free(path);
+}
+
+/*
+ * Journals in the state directory that fail a check: each is not
+ * applied, and the mailbox is served as it is (not a lock-out).
+ */
+static void
+test_journal_planted_not_applied(void **state)
+{
+	static const char *const what[] = { "symlink", "other owner",
+	    "group-writable", "two links", "fifo", "other inode",
+	    "other bytes", "version 1, other device" };
+	struct stat	 sb;
+	char		*path, *j, *other;
+	size_t		 i;
+
+	(void)state;
+	other = path_in(statedir, "elsewhere");
+	for (i = 0; i < sizeof(what) / sizeof(what[0]); i++) {
+		path = make_mbox(PLANT_SRC, strlen(PLANT_SRC));
+		j = state_journal(path);
+		plant_journal(other, path, 2, 2, PLANT_VALID);
+		if (i == 1 && geteuid() != 0) {
+			print_message("skipped: %s (not root)\n", what[i]);
+			(void)unlink(other);
+			free(j);
+			free(path);
+			continue;
+		}
+		switch (i) {
+		case 0:
+			assert_int_equal(symlink(other, j), 0);
+			break;
+		case 1:
+			plant_journal(j, path, 2, 2, PLANT_VALID);
+			assert_int_equal(chown(j, 4242, (gid_t)-1), 0);
+			break;
+		case 2:
+			plant_journal(j, path, 2, 2, PLANT_VALID);
+			assert_int_equal(chmod(j, 0620), 0);
+			break;
+		case 3:
+			assert_int_equal(link(other, j), 0);
+			break;
+		case 4:
+			assert_int_equal(mkfifo(j, 0600), 0);
+			break;
+		case 5:
+			plant_journal(j, path, 2, 2, PLANT_OTHER_INODE);
+			break;
+		case 6:
+			plant_journal(j, path, 2, 2, PLANT_OTHER_BYTES);
+			break;
+		case 7:
+			plant_journal(j, path, 1, 2, PLANT_VALID);
+			assert_int_equal(lstat(path, &sb), 0);
+			/* Version 1 names the device: make it another. */
+			{
+				char		*buf;
+				size_t		 len;
+				struct plant_hdr *h;
+
+				buf = tu_read_file(j, &len);
+				assert_non_null(buf);
+				h = (struct plant_hdr *)(void *)buf;
+				h->ident ^= 1;
+				h->seal = plant_fnv1a(h,
+				    offsetof(struct plant_hdr, seal));
+				assert_int_equal(tu_write_file(j, buf, len), 0);
+				free(buf);
+			}
+			break;
+		}
+		print_message("planted: %s\n", what[i]);
+		open_expect(path, 3, PLANT_SRC);
+		/* Served as it is, the next time too. */
+		open_expect(path, 3, PLANT_SRC);
+		(void)unlink(j);
+		(void)unlink(other);
+		free(j);
+		free(path);
+	}
+	free(other);
+}
+
+/*
+ * Upgrade: a journal the version before left in the spool is finished
+ * when it is the owner's, one link, mode 0600; anything else is ignored.
+ * A spool journal found beside a valid journal in the state directory
+ * is the copy already made: retired, never applied.
+ */
+static void
+test_spool_journal(void **state)
+{
+	struct stat	 sb;
+	char		*path, *sj, *j, *other;
+	int		 i;
+
+	(void)state;
+	path = make_mbox(PLANT_SRC, strlen(PLANT_SRC));
+	if (asprintf(&sj, "%s.pop3d-journal", path) == -1)
+		abort();
+	plant_journal(sj, path, 1, 2, PLANT_VALID);
+	open_expect(path, 2, PLANT_NOT_B);
+	assert_int_equal(lstat(sj, &sb), -1);	/* the spool keeps nothing */
+	assert_no_leftovers(path);
+
+	other = path_in(scratch, "elsewhere");
+	for (i = 0; i < 4; i++) {
+		path = (free(path), make_mbox(PLANT_SRC, strlen(PLANT_SRC)));
+		plant_journal(other, path, 1, 2, PLANT_VALID);
+		if (i == 0)
+			assert_int_equal(symlink(other, sj), 0);
+		else if (i == 1)
+			assert_int_equal(link(other, sj), 0);
+		else {
+			plant_journal(sj, path, 1, 2, PLANT_VALID);
+			if (i == 2)
+				assert_int_equal(chmod(sj, 0644), 0);
+			else if (geteuid() == 0)
+				assert_int_equal(chown(sj, 4242, (gid_t)-1),
+				    0);
+			else
+				continue;
+		}
+		open_expect(path, 3, PLANT_SRC);
+		assert_int_equal(lstat(sj, &sb), 0);	/* not ours to remove */
+		assert_int_equal(unlink(sj), 0);
+		(void)unlink(other);
+	}
+	free(other);
+
+	/* Both: the state directory's is the one; the spool's is retired. */
+	path = (free(path), make_mbox(PLANT_SRC, strlen(PLANT_SRC)));
+	j = state_journal(path);
+	plant_journal(j, path, 2, 2, PLANT_VALID);
+	plant_journal(sj, path, 1, 1, PLANT_VALID);
+	open_expect(path, 2, PLANT_NOT_B);
+	assert_int_equal(lstat(sj, &sb), -1);
+	assert_no_leftovers(path);
+	free(j);
+	free(sj);
+	free(path);
+}
+
+/* Two paths to one mailbox (a symlinked spool) give one session lock. */
+static void
+test_session_lock_by_inode(void **state)
+{
+	char	*path, *link_dir, *via, *missing;
+	int	 fd, fd2 = -1;
+
+	(void)state;
+	path = make_mbox(PLANT_SRC, strlen(PLANT_SRC));
+	link_dir = path_in(scratch, "spool");
+	assert_int_equal(symlink(scratch, link_dir), 0);
+	via = path_in(link_dir, "mbox");
+	assert_int_equal(maildrop_session_lock(statedir, path, &fd),
+	    MAILDROP_OK);
+	assert_int_equal(maildrop_session_lock(statedir, via, &fd2),
+	    MAILDROP_INUSE);
+	close(fd);
+	assert_int_equal(maildrop_session_lock(statedir, via, &fd),
+	    MAILDROP_OK);
+	assert_int_equal(maildrop_session_lock(statedir, path, &fd2),
+	    MAILDROP_INUSE);
+	close(fd);
+
+	/* A missing mailbox: locked by its name. */
+	missing = path_in(scratch, "nobody-here");
+	assert_int_equal(maildrop_session_lock(statedir, missing, &fd),
+	    MAILDROP_OK);
+	assert_int_equal(maildrop_session_lock(statedir, missing, &fd2),
+	    MAILDROP_INUSE);
+	close(fd);
+	free(missing);
+	missing = path_in(statedir, "new-nobody-here.lock");
+	assert_true(access(missing, F_OK) == 0);
+
+	/* A state directory open to others is refused. */
+	assert_int_equal(chmod(statedir, 0722), 0);
+	assert_int_equal(maildrop_session_lock(statedir, path, &fd),
+	    MAILDROP_IOERR);
+	assert_int_equal(chmod(statedir, 0700), 0);
+	(void)unlink(link_dir);
+	free(missing);
+	free(via);
+	free(link_dir);
+	free(path);
+}
+
+/*
+ * As a real unprivileged user (nobody) in a spool it cannot write
+ * (root:mail 2775), with a state directory statedir_prepare() made:
+ * the user's own journal left in the spool by the version before is
+ * finished and retired by emptying it (the user cannot unlink it); the
+ * dotlock goes through liblockfile's helper.  And statedir_prepare()
+ * refuses what it must.  Root only.
+ */
+static void
+test_unprivileged_spool(void **state)
+{
+	char		 sd[PATH_MAX], *d, *spool, *base, *path, *sj, *p;
+	struct stat	 sb;
+	pid_t		 pid;
+	int		 status;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	d = tu_mkdtemp();
+	assert_int_equal(chmod(d, 0755), 0);
+	spool = path_in(d, "spool");
+	base = path_in(d, "state");
+	assert_int_equal(mkdir(spool, 0755), 0);
+	assert_int_equal(chown(spool, 0, 8), 0);	/* Debian's mail gid */
+	assert_int_equal(chmod(spool, 02775), 0);
+
+	assert_int_equal(statedir_prepare(base, "nobody", 65534, 65534, sd,
+	    sizeof(sd)), 0);
+	assert_int_equal(lstat(sd, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(sb.st_uid, 65534);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	assert_int_equal(lstat(base, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0755);
+	/* Again: it exists, and is right. */
+	assert_int_equal(statedir_prepare(base, "nobody", 65534, 65534, sd,
+	    sizeof(sd)), 0);
+	/* Not another's, not a symlink, not a bad name, not an open DIR. */
+	p = path_in(base, "other");
+	assert_int_equal(mkdir(p, 0700), 0);
+	assert_int_equal(chown(p, 4242, 4242), 0);
+	assert_int_equal(statedir_prepare(base, "other", 4243, 4243, sd,
+	    sizeof(sd)), -1);
+	assert_int_equal(rmdir(p), 0);
+	assert_int_equal(symlink("/tmp", p), 0);
+	assert_int_equal(statedir_prepare(base, "other", 4243, 4243, sd,
+	    sizeof(sd)), -1);
+	assert_int_equal(unlink(p), 0);
+	free(p);
+	assert_int_equal(statedir_prepare(base, "..", 4243, 4243, sd,
+	    sizeof(sd)), -1);
+	assert_int_equal(statedir_prepare(base, "a/b", 4243, 4243, sd,
+	    sizeof(sd)), -1);
+	assert_int_equal(chmod(base, 0775), 0);
+	assert_int_equal(statedir_prepare(base, "nobody", 65534, 65534, sd,
+	    sizeof(sd)), -1);
+	assert_int_equal(chmod(base, 0755), 0);
+	assert_int_equal(statedir_prepare(base, "nobody", 65534, 65534, sd,
+	    sizeof(sd)), 0);
+
+	path = path_in(spool, "nobody");
+	assert_int_equal(tu_write_file(path, PLANT_SRC, strlen(PLANT_SRC)),
+	    0);
+	assert_int_equal(chown(path, 65534, 8), 0);
+	if (asprintf(&sj, "%s.pop3d-journal", path) == -1)
+		abort();
+	plant_journal(sj, path, 1, 2, PLANT_VALID);
+	assert_int_equal(chown(sj, 65534, 65534), 0);
+
+	if ((pid = fork()) == 0) {
+		struct maildrop	*mb;
+		int		 fd, rc = 0;
+
+		privdrop_permanently(65534, 65534);
+		if (maildrop_open(path, sd, NULL, &mb) != MAILDROP_OK)
+			_exit(10);
+		if (maildrop_count(mb) != 2)
+			rc = 11;
+		maildrop_set_deleted(mb, 0, 1);	/* through the helper */
+		if (rc == 0 && maildrop_commit(mb) != MAILDROP_OK)
+			rc = 12;
+		maildrop_close(mb);
+		/* The retired (empty) spool journal is passed over. */
+		if (rc == 0 && (maildrop_open(path, sd, NULL, &mb) !=
+		    MAILDROP_OK || maildrop_count(mb) != 1))
+			rc = 13;
+		if (rc == 0)
+			maildrop_close(mb);
+		/* And a missing mailbox: empty, nothing locked. */
+		p = path_in(spool, "ghost");
+		if (rc == 0 && (maildrop_session_lock(sd, p, &fd) !=
+		    MAILDROP_OK || maildrop_open(p, sd, NULL, &mb) !=
+		    MAILDROP_OK || maildrop_count(mb) != 0 ||
+		    maildrop_commit(mb) != MAILDROP_OK))
+			rc = 14;
+		_exit(rc);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_file_is(path, MSG_C, strlen(MSG_C), "after the commit");
+	assert_int_equal(lstat(sj, &sb), 0);
+	assert_int_equal(sb.st_size, 0);
+	p = path_in(spool, "ghost");
+	assert_int_equal(lstat(p, &sb), -1);
+	free(p);
+	p = path_in(spool, "nobody.lock");
+	assert_int_equal(lstat(p, &sb), -1);
+	free(p);
+	rm_dir(d, 2);
+	free(sj);
+	free(path);
+	free(base);
+	free(spool);
+	free(d);
+}
+
 /* ---- main ------------------------------------------------------------ */
 
 /* Removes dir and everything in it, one level of subdirectories deep. */
@@ -1131,6 +1575,11 @@ main(void)
 		cmocka_unit_test(test_large_message),
 		cmocka_unit_test(test_crlf_across_chunks),
 		cmocka_unit_test(test_cl_target_from_line_at_eof),
+		cmocka_unit_test(test_journal_finished),
+		cmocka_unit_test(test_journal_planted_not_applied),
+		cmocka_unit_test(test_spool_journal),
+		cmocka_unit_test(test_session_lock_by_inode),
+		cmocka_unit_test(test_unprivileged_spool),
 	};
 	struct CMUnitTest *t;
 	char		**names;
