@@ -269,8 +269,7 @@ def start_as_user(env):
     e = env.env()
     e["LD_PRELOAD"] = " ".join(x for x in e["LD_PRELOAD"].split()
                                if "uid_wrapper" not in x)
-    for k in ("UID_WRAPPER", "UID_WRAPPER_ROOT",
-              "UID_WRAPPER_DISABLE_DEEPBIND"):
+    for k in ("UID_WRAPPER", "UID_WRAPPER_ROOT"):
         e.pop(k, None)
     srv = Server(argv, e, log)
     env.servers.append(srv)
