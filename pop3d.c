@@ -50,6 +50,7 @@
 #define DEFAULT_APOP_FILE	"/etc/pop3d/apop"
 #define DEFAULT_FAIL_DELAY	1000	/* ms: the least a failed login costs */
 #define LOCK_TIMEOUT		30
+#define PROXY_TIMEOUT		30	/* s: the most a balancer's header may take */
 
 /* The single-process login (not root): what the callback needs. */
 struct here {
@@ -63,7 +64,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: pop3d [-cdTVv] [-A apop-file] [-C chroot] "
 	    "[-D ms] [-f passwd-file]\n"
-	    "             [-m mailbox] [-R rundir] [-s service] "
+	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-s service] "
 	    "[-t timeout]\n"
 	    "             [-u user] [-r mailbox]\n");
 	exit(2);
@@ -194,6 +195,7 @@ unavailable(void)
 static void
 options(int argc, char *argv[], struct pop3d_config *cf)
 {
+	const char	*why;
 	uint64_t	 n;
 	int		 ch;
 
@@ -203,7 +205,7 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->timeout = DEFAULT_TIMEOUT;
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
-	while ((ch = getopt(argc, argv, "A:C:cD:df:m:R:r:s:Tt:u:vV")) != -1) {
+	while ((ch = getopt(argc, argv, "A:C:cD:df:m:P:R:r:s:Tt:u:vV")) != -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -230,6 +232,14 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			break;
 		case 'm':
 			cf->auth.mailbox_template = optarg;
+			break;
+		case 'P':
+			if (proxy_nets_parse(optarg, &cf->proxy_nets,
+			    &why) == -1) {
+				fprintf(stderr, "pop3d: -P %s: %s\n", optarg,
+				    why);
+				exit(2);
+			}
 			break;
 		case 'R':
 			cf->rundir = optarg;
@@ -344,10 +354,14 @@ main(int argc, char *argv[])
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
 	    sizeof(chrootdir));
-	peer_identify(STDIN_FILENO, &peer);
+	/* Before anything is sent: a balancer's header comes first. */
+	if (peer_identify(STDIN_FILENO, &cf.proxy_nets,
+	    (cf.timeout < PROXY_TIMEOUT ? cf.timeout : PROXY_TIMEOUT) * 1000,
+	    &peer) == -1)
+		return 1;
 	cf.auth.rhost = peer.name;
 	cleartext_ok = !cf.cleartext_protected || cf.marked_protected ||
-	    peer.local;
+	    peer.local || peer.protected;
 	(void)setsockopt(STDOUT_FILENO, IPPROTO_TCP, TCP_NODELAY, &one,
 	    sizeof(one));
 	make_banner(&cf, stamp, sizeof(stamp), banner, sizeof(banner));

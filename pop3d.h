@@ -7,6 +7,7 @@
 #define POP3D_POP3D_H
 
 #include "auth.h"
+#include "proxy.h"
 
 #define POP3D_VERSION		"0.2"
 
@@ -22,6 +23,7 @@ struct pop3d_config {
 	int			 marked_protected;	/* -T */
 	int			 log_stderr;	/* -d */
 	int			 verbose;	/* -v */
+	struct proxy_nets	 proxy_nets;	/* -P: where PROXY headers come from */
 };
 
 #endif

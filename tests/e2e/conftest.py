@@ -322,6 +322,40 @@ class Server:
         return SocketPOP3(self.sock)
 
 
+class PeerServer(Server):
+    """A pop3d session whose stdin/stdout is `child`, one end of a real
+    TCP connection whose other end, `client`, the test talks on."""
+
+    def __init__(self, argv, env, log_path, client, child):
+        self.argv = argv
+        self.log_path = Path(log_path)
+        self.buf = b""
+        self.rc = None
+        self.use_pipes = False
+        with open(self.log_path, "wb") as errf:
+            try:
+                self.proc = subprocess.Popen(
+                    argv, stdin=child.fileno(), stdout=child.fileno(),
+                    stderr=errf, env=env, close_fds=True)
+            finally:
+                child.close()
+        client.settimeout(IO_TIMEOUT)
+        self.sock = client
+
+
+def tcp_pair(src):
+    """A TCP connection on loopback from address src: (client, server)."""
+    fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+    with socket.socket(fam) as ls:
+        ls.bind((src, 0))
+        ls.listen(1)
+        c = socket.socket(fam)
+        c.bind((src, 0))
+        c.connect(ls.getsockname()[:2])
+        s, _ = ls.accept()
+    return c, s
+
+
 class SocketPOP3(poplib.POP3):
     """poplib.POP3 over an existing connected socket."""
 
