@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import (Account, Gluster, HAProxy, Host, HOST_ADDRS,
-                     Unavailable, log, make_mailbox)
+                     Unavailable, log, make_mailbox, unmount_path)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def scratch():
     d = Path(tempfile.mkdtemp(prefix="pop3d-mh-", dir="/tmp"))
     d.chmod(0o755)
     yield d
-    mounted = [p for p in d.iterdir() if os.path.ismount(p)]
+    mounted = [p for p in d.iterdir() if not unmount_path(p)]
     if mounted:
         log(f"not removing {d}: still mounted: {mounted}")
     else:

@@ -189,6 +189,20 @@ def remove_new(dirs, before):
 
 # ---- GlusterFS ---------------------------------------------------------
 
+def unmount_path(path):
+    """umount, else (a dead or busy FUSE mount) umount -l, until path is
+    no longer a mount point."""
+    for lazy in ([], ["-l"], ["-l"]):
+        if not os.path.ismount(path):
+            return True
+        r = subprocess.run(["umount", *lazy, str(path)], capture_output=True,
+                           text=True, env=CHILD_ENV, timeout=30)
+        if r.returncode != 0:
+            log(f"umount {' '.join(lazy)} {path}: {r.stderr.strip()}")
+            time.sleep(0.5)
+    return not os.path.ismount(path)
+
+
 class Gluster:
     """glusterd, one volume on a scratch brick, and its FUSE mounts."""
 
@@ -332,13 +346,7 @@ class Gluster:
 
     def unmount(self, name):
         path, pid = self.mounts.pop(name)
-        if os.path.ismount(path):
-            r = subprocess.run(["umount", str(path)], capture_output=True,
-                               env=CHILD_ENV, timeout=30)
-            if r.returncode != 0:
-                subprocess.run(["umount", "-l", str(path)],
-                               capture_output=True, env=CHILD_ENV,
-                               timeout=30)
+        unmount_path(path)
         kill_pid(pid)
 
     def stop(self):

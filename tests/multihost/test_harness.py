@@ -7,11 +7,15 @@ command, after its greeting)."""
 import errno
 import fcntl
 import os
+import re
+import subprocess
 
 import pytest
 
-from harness import (HAProxy, Pop3, deliver, dotlockfile_deliver, message,
-                     ofd_lock, procmail_deliver, unstuff, V2_SIG)
+from harness import (HAPROXY_ADDR, REPO, HAProxy, Pop3, V2_SIG, deliver,
+                     dotlockfile_deliver, free_port, message, ofd_lock,
+                     port_in_listen, procmail_deliver, stop_pid, unstuff,
+                     wait_for)
 
 
 def test_file_written_through_one_mount_reads_through_the_other(cluster):
@@ -198,3 +202,55 @@ def test_haproxy_health_check_carries_the_header(hosts, scratch):
         srv.close()
     assert got and got[0].startswith(V2_SIG), got
     assert got[0][12] == 0x20, f"a LOCAL command expected: {got[0]!r}"
+
+
+SHIPPED = REPO / "haproxy" / "pop3d.cfg"
+
+
+def test_shipped_haproxy_config(hosts, scratch):
+    """haproxy/pop3d.cfg is valid, balances by leastconn with
+    send-proxy-v2 and a tcp-check that expects +OK, outlasts pop3d's
+    10-minute autologout, and, rewritten only for addresses (and without
+    its chroot, user and daemon lines), carries sessions to two hosts."""
+    text = SHIPPED.read_text()
+    r = subprocess.run(["haproxy", "-c", "-f", str(SHIPPED)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"(?m)^\s*balance leastconn$", text)
+    assert re.search(r"(?m)^\s*tcp-check expect string \+OK$", text)
+    servers = re.findall(r"(?m)^\s*server (\S+) (\S+) (.*)$", text)
+    assert len(servers) == 2 and \
+        all("send-proxy-v2" in s[2] and "check" in s[2] for s in servers)
+    for t in ("client", "server"):
+        m = re.search(rf"(?m)^\s*timeout {t} (\d+)m$", text)
+        assert m and int(m.group(1)) > 10, f"timeout {t}"
+    la, lb = plain_launchers(hosts)
+    port = free_port(HAPROXY_ADDR)
+    cfg = re.sub(r"(?m)^\s*(chroot|user|group|daemon|log /dev/log).*\n",
+                 "", text)
+    cfg = cfg.replace("bind :110", f"bind {HAPROXY_ADDR}:{port}")
+    for (name, _, rest), (h, la_) in zip(servers, ((hosts.a, la),
+                                                     (hosts.b, lb))):
+        cfg = re.sub(rf"(?m)^(\s*server {name}) \S+ ",
+                     rf"\1 {h.addr}:{la_.port} ", cfg)
+    path = scratch / "shipped-haproxy.cfg"
+    path.write_text(cfg)
+    with open(scratch / "shipped-haproxy.log", "wb") as err:
+        proc = subprocess.Popen(["haproxy", "-db", "-f", str(path)],
+                                stdout=err, stderr=err,
+                                stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is not None or
+                 port_in_listen(HAPROXY_ADDR, port), 10, "haproxy")
+        assert proc.poll() is None, (scratch / "shipped-haproxy.log") \
+            .read_text()
+        for _ in range(2):
+            c = Pop3.tcp(HAPROXY_ADDR, port)
+            assert c.line() == "+OK pop3d ready"
+            # The v2 header reached pop3d (which has no -P here).
+            assert c.until_eof().endswith(b"+OK pop3d signing off\r\n")
+            c.close()
+    finally:
+        stop_pid(proc)
+        la.stop()
+        lb.stop()

@@ -34,9 +34,9 @@ SEED = int(os.environ.get("POP3D_MH_SEED") or
            random.SystemRandom().randrange(1 << 31))
 INITIAL = 30
 COUNT = {("procmail", "hostA"): 8, ("procmail", "hostB"): 8,
-         ("dotlockfile", "hostA"): 35, ("dotlockfile", "hostB"): 35}
+         ("dotlockfile", "hostA"): 50, ("dotlockfile", "hostB"): 50}
 PACE = {"procmail": (0.3, 1.0), "dotlockfile": (0.0, 0.3)}
-MIN_SESSIONS = 60
+MIN_SESSIONS = 100
 HARD_LIMIT = 150.0
 MAILDROP = re.compile(r"\+OK Maildrop has (\d+) messages \((\d+) octets\)")
 
