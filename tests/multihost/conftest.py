@@ -126,5 +126,5 @@ class Maildrops:
 
 
 @pytest.fixture
-def maildrops(account, cluster):
+def maildrops(cluster, account):
     return Maildrops(account, cluster, "u")
