@@ -189,18 +189,32 @@ def remove_new(dirs, before):
 
 # ---- GlusterFS ---------------------------------------------------------
 
+def is_mounted(path):
+    """From the mount table: os.path.ismount() cannot stat a FUSE mount
+    whose client is dead (ENOTCONN) and says False."""
+    want = os.path.abspath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            point = re.sub(r"\\([0-7]{3})",
+                           lambda m: chr(int(m.group(1), 8)), point)
+            if point == want:
+                return True
+    return False
+
+
 def unmount_path(path):
     """umount, else (a dead or busy FUSE mount) umount -l, until path is
     no longer a mount point."""
     for lazy in ([], ["-l"], ["-l"]):
-        if not os.path.ismount(path):
+        if not is_mounted(path):
             return True
         r = subprocess.run(["umount", *lazy, str(path)], capture_output=True,
                            text=True, env=CHILD_ENV, timeout=30)
         if r.returncode != 0:
             log(f"umount {' '.join(lazy)} {path}: {r.stderr.strip()}")
             time.sleep(0.5)
-    return not os.path.ismount(path)
+    return not is_mounted(path)
 
 
 class Gluster:
@@ -332,7 +346,7 @@ class Gluster:
                            "the FUSE client's pid file"))
         self.mounts[name] = (path, pid)
         try:
-            wait_for(lambda: os.path.ismount(path), 10, f"{path} mounted")
+            wait_for(lambda: is_mounted(path), 10, f"{path} mounted")
             os.stat(path)
         except (AssertionError, OSError) as e:
             raise Unavailable(f"glusterfs FUSE mount of {path}: {e}\n"
