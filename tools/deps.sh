@@ -8,7 +8,8 @@ demo="$build python3 util-linux curl"
 test="$demo libcmocka-dev libpam-wrapper libnss-wrapper libuid-wrapper \
 python3-pytest liblockfile-bin procps systemd xinetd valgrind clang libclang-rt-14-dev procmail \
 stunnel4 openssl fetchmail mpop getmail6 man-db groff-base fail2ban rsyslog \
-build-essential debhelper dpkg-dev fakeroot lintian blhc adduser"
+build-essential debhelper dpkg-dev fakeroot lintian blhc adduser \
+glusterfs-server glusterfs-client haproxy"
 
 case "${1:-build}" in
 build)	want=$build ;;
