@@ -26,7 +26,7 @@ override CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 # its daemons (dpkg-buildflags hardening=+all).
 override CFLAGS += -fstack-protector-strong -fstack-clash-protection -fPIE \
 	   $(if $(OPTIMIZED),-D_FORTIFY_SOURCE=2)
-override LDFLAGS += -pie -Wl,-z,relro,-z,now
+override LDFLAGS += -fPIE -pie -Wl,-z,relro,-z,now
 override LDLIBS += $(PKG_LIBS) $(STATIC_LIBS)
 ifeq ($(SANITIZE),1)
 override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -O1 \
