@@ -45,7 +45,7 @@ else ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
 $(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
 endif
 
-LIBSRCS	 = auth.c io.c log.c maildrop.c mbox.c mbox_from.c \
+LIBSRCS	 = auth.c confcheck.c io.c log.c maildrop.c mbox.c mbox_from.c \
 	   mbox_index.c mbox_journal.c mbox_lock.c mbox_parse.c mbox_uidl.c \
 	   monitor.c peer.c prelogin.c privdrop.c privsep.c proxy.c sandbox.c \
 	   scan.c session.c

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "confcheck.h"
 #include "io.h"
 #include "log.h"
 #include "maildrop.h"
@@ -46,6 +47,7 @@
 #define DEFAULT_MAILBOX		"/var/mail/%u"
 #define DEFAULT_TIMEOUT		600
 #define DEFAULT_RUNDIR		"/run/pop3d"
+#define DEFAULT_STATE_DIR	"/var/lib/pop3d"
 #define DEFAULT_PRELOGIN_USER	"pop3d"
 #define DEFAULT_APOP_FILE	"/etc/pop3d/apop"
 #define DEFAULT_FAIL_DELAY	1000	/* ms: the least a failed login costs */
@@ -62,11 +64,10 @@ struct here {
 static __attribute__((noreturn)) void
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-cdTVv] [-A apop-file] [-C chroot] "
+	fprintf(stderr, "usage: pop3d [-cdnTVv] [-A apop-file] [-C chroot] "
 	    "[-D ms] [-f passwd-file]\n"
-	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-s service] "
-	    "[-t timeout]\n"
-	    "             [-u user] [-r mailbox]\n");
+	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-S statedir]\n"
+	    "             [-s service] [-t timeout] [-u user] [-r mailbox]\n");
 	exit(2);
 }
 
@@ -205,7 +206,8 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->timeout = DEFAULT_TIMEOUT;
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
-	while ((ch = getopt(argc, argv, "A:C:cD:df:m:P:R:r:s:Tt:u:vV")) != -1) {
+	cf->state_dir = DEFAULT_STATE_DIR;
+	while ((ch = getopt(argc, argv, "A:C:cD:df:m:nP:R:r:S:s:Tt:u:vV")) != -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -233,6 +235,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 		case 'm':
 			cf->auth.mailbox_template = optarg;
 			break;
+		case 'n':
+			cf->check_only = 1;
+			break;
 		case 'P':
 			if (proxy_nets_parse(optarg, &cf->proxy_nets,
 			    &why) == -1) {
@@ -246,6 +251,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			break;
 		case 'r':
 			cf->recover = optarg;
+			break;
+		case 'S':
+			cf->state_dir = optarg;
 			break;
 		case 's':
 			cf->auth.pam_service = optarg;
@@ -269,7 +277,7 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			usage();
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (cf->check_only && cf->recover != NULL))
 		usage();
 }
 
@@ -354,6 +362,8 @@ main(int argc, char *argv[])
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
 	    sizeof(chrootdir));
+	if (cf.check_only)
+		return confcheck_run(&cf);
 	/* Before anything is sent: a balancer's header comes first. */
 	if (peer_identify(STDIN_FILENO, &cf.proxy_nets,
 	    (cf.timeout < PROXY_TIMEOUT ? cf.timeout : PROXY_TIMEOUT) * 1000,

@@ -18,6 +18,8 @@ struct pop3d_config {
 	const char		*recover;	/* -r: recover this and exit */
 	const char		*prelogin_user;	/* -u */
 	const char		*chroot_dir;	/* -C */
+	const char		*state_dir;	/* -S: per-user state */
+	int			 check_only;	/* -n: check the setup, exit */
 	int			 fail_delay_ms;	/* -D */
 	int			 cleartext_protected;	/* -c */
 	int			 marked_protected;	/* -T */
