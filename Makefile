@@ -3,6 +3,7 @@ PREFIX	?= /usr/local
 SBINDIR	?= $(PREFIX)/sbin
 MANDIR	?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
+LOCALSTATEDIR ?= /var
 DESTDIR	?=
 
 CC	?= cc
@@ -123,6 +124,7 @@ install: pop3d
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(SYSCONFDIR)/pam.d $(DESTDIR)$(SYSCONFDIR)/xinetd.d \
 	    $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(DOCDIR)/examples
+	install -d -m 755 $(DESTDIR)$(LOCALSTATEDIR)/lib/pop3d
 	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
 	$(FIXPATH) pop3d.8 >$(DESTDIR)$(MANDIR)/man8/pop3d.8
 	chmod 644 $(DESTDIR)$(MANDIR)/man8/pop3d.8
@@ -153,6 +155,7 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \
 	    $(DESTDIR)$(SYSTEMDDIR)/pop3d.socket '$(DESTDIR)$(SYSTEMDDIR)/pop3d@.service'
 	rm -rf $(DESTDIR)$(DOCDIR)
+	-rmdir $(DESTDIR)$(LOCALSTATEDIR)/lib/pop3d 2>/dev/null	# kept if in use
 	cmp -s pam.d/pop3d $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d && \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/pam.d/pop3d || true
 	$(FIXPATH) xinetd.d/pop3d | cmp -s - $(DESTDIR)$(SYSCONFDIR)/xinetd.d/pop3d && \
