@@ -66,7 +66,7 @@ usage(void)
 	    "[-D ms] [-f passwd-file]\n"
 	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-s service] "
 	    "[-t timeout]\n"
-	    "             [-u user] [-r mailbox]\n");
+	    "             [-U scheme] [-u user] [-l mailbox | -r mailbox]\n");
 	exit(2);
 }
 
@@ -175,6 +175,49 @@ recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
 	return 0;
 }
 
+/* -U: the names of the UIDL schemes (maildrop.h). */
+static int
+parse_uidl_scheme(const char *arg)
+{
+	static const char *const names[MAILDROP_UIDL_SCHEME_MAX] = {
+		[MAILDROP_UIDL_MD5] = "md5",
+		[MAILDROP_UIDL_POPA3D] = "popa3d",
+		[MAILDROP_UIDL_XUIDL] = "xuidl",
+		[MAILDROP_UIDL_DOVECOT] = "dovecot",
+	};
+	int	 i;
+
+	if (strcmp(arg, "pop3d") == 0)
+		return MAILDROP_UIDL_MD5;
+	for (i = 0; i < MAILDROP_UIDL_SCHEME_MAX; i++)
+		if (strcmp(arg, names[i]) == 0)
+			return i;
+	fprintf(stderr, "pop3d: -U takes md5 (or pop3d), popa3d, xuidl or "
+	    "dovecot\n");
+	exit(2);
+}
+
+/* pop3d -l MAILBOX: its UIDL listing, read-only, as the file's owner. */
+static int
+list_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
+{
+	struct stat	 sb;
+	enum maildrop_status st;
+
+	if (geteuid() == 0) {
+		if (lstat(cf->list, &sb) == -1)
+			fatal("%s", cf->list);
+		if (sb.st_uid == 0)
+			fatalx("%s: owned by root; not touching it", cf->list);
+		privdrop_permanently(sb.st_uid, sb.st_gid);
+	}
+	if ((st = maildrop_list(cf->list, hooks, stdout)) != MAILDROP_OK) {
+		log_warnx("%s: %s", cf->list, maildrop_status_text[st]);
+		return 1;
+	}
+	return 0;
+}
+
 /*
  * A setup error before the greeting: tell the client, briefly (the log
  * has the reason), and end.
@@ -205,7 +248,8 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->timeout = DEFAULT_TIMEOUT;
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
-	while ((ch = getopt(argc, argv, "A:C:cD:df:m:P:R:r:s:Tt:u:vV")) != -1) {
+	while ((ch = getopt(argc, argv, "A:C:cD:df:l:m:P:R:r:s:Tt:U:u:vV")) !=
+	    -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -229,6 +273,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			break;
 		case 'f':
 			cf->auth.passwd_file = optarg;
+			break;
+		case 'l':
+			cf->list = optarg;
 			break;
 		case 'm':
 			cf->auth.mailbox_template = optarg;
@@ -256,6 +303,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 		case 't':
 			cf->timeout = parse_timeout(optarg);
 			break;
+		case 'U':
+			cf->uidl_scheme = parse_uidl_scheme(optarg);
+			break;
 		case 'u':
 			cf->prelogin_user = optarg;
 			break;
@@ -269,7 +319,7 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			usage();
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (cf->list != NULL && cf->recover != NULL))
 		usage();
 }
 
@@ -348,8 +398,11 @@ main(int argc, char *argv[])
 
 	memset(&hooks, 0, sizeof(hooks));
 	hooks.lock_timeout = LOCK_TIMEOUT;
+	hooks.uidl_scheme = cf.uidl_scheme;
 	if (cf.recover != NULL)
 		return recover_only(&cf, &hooks);
+	if (cf.list != NULL)
+		return list_only(&cf, &hooks);
 
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
