@@ -275,7 +275,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			cf->auth.passwd_file = optarg;
 			break;
 		case 'l':
+			/* A tool for the administrator: it tells them. */
 			cf->list = optarg;
+			cf->log_stderr = 1;
 			break;
 		case 'm':
 			cf->auth.mailbox_template = optarg;
