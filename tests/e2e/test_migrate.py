@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from conftest import POP3D, REPO
+from conftest import POP3D, REPO, SANITIZER_MARKS
 
 sys.path.insert(0, str(REPO / "bench"))
 import gen  # noqa: E402  (bench/gen.py: deterministic realistic mailboxes)
@@ -128,6 +128,9 @@ def inetd_session(argv):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+                err = b""
+            err = err.decode("utf-8", "replace")
+            assert not any(m in err for m in SANITIZER_MARKS), err
 
 
 # ---- the machine: account, PAM, peers -----------------------------------
@@ -307,6 +310,8 @@ class System:
     def pop3d_list(self, scheme, path=MAILBOX, check=True):
         r = subprocess.run([POP3D, "-U", scheme, "-l", path],
                            stdin=subprocess.DEVNULL, capture_output=True)
+        err = r.stderr.decode("utf-8", "replace")
+        assert not any(m in err for m in SANITIZER_MARKS), err
         if not check:
             return r
         assert r.returncode == 0, r.stderr
