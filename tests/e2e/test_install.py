@@ -236,10 +236,12 @@ def usage_options():
     usage = r.stderr[r.stderr.index("usage: pop3d"):]
     opts = set()
     for group in re.findall(r"\[-([^\]]+)\]", usage):
-        if " " in group:
-            opts.add(group.split()[0])          # [-A apop-file]
-        else:
-            opts.update(group)                  # [-cdTVv]
+        for alt in group.split("|"):            # [-l mailbox | -r mailbox]
+            alt = alt.strip().lstrip("-")
+            if " " in alt:
+                opts.add(alt.split()[0])        # [-A apop-file]
+            else:
+                opts.update(alt)                # [-cdTVv]
     return opts, usage
 
 
