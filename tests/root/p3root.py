@@ -165,13 +165,16 @@ def add_service(name, lines):
 
 # ---- /proc ----------------------------------------------------------------
 
-def proc_status(pid):
-    """The id, capability and confinement lines of /proc/PID/status."""
+def proc_status(pid, text=None):
+    """The lines of /proc/PID/status (or of text, its contents), with the
+    ids and groups as lists of numbers."""
+    if text is None:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
     out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
     for k in ("Uid", "Gid"):
         out[k] = [int(x) for x in out[k].split()]
     out["Groups"] = sorted(int(x) for x in out.get("Groups", "").split())
@@ -229,10 +232,12 @@ def group_members(pgid):
 class Snapshot:
     """What one process of a session held when it was looked at."""
 
-    def __init__(self, role, pid, fds=False):
+    def __init__(self, role, pid, fds=False, status=None, root=None):
+        """Reads /proc/PID, or takes status (proc_status's shape) and root
+        as another process reported them about itself."""
         self.role = role
         self.pid = pid
-        st = proc_status(pid)
+        st = status if status is not None else proc_status(pid)
         self.uid = st["Uid"]
         self.gid = st["Gid"]
         self.groups = st["Groups"]
@@ -240,7 +245,7 @@ class Snapshot:
         self.nnp = st.get("NoNewPrivs")
         self.capeff = int(st["CapEff"], 16)
         self.capprm = int(st["CapPrm"], 16)
-        self.root = proc_root(pid)
+        self.root = root if root is not None else proc_root(pid)
         self.fds = proc_fds(pid) if fds else None
 
     def row(self):
