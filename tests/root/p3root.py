@@ -277,7 +277,7 @@ class Server:
     """One pop3d as xinetd starts it: real root, the socket on fd 0 and 1,
     stderr (pop3d -d logs there) on a file."""
 
-    def __init__(self, argv, log_path):
+    def __init__(self, argv, log_path, env=None):
         self.argv = argv
         self.log_path = Path(log_path)
         self.buf = b""
@@ -286,7 +286,8 @@ class Server:
             try:
                 self.proc = subprocess.Popen(
                     argv, stdin=child.fileno(), stdout=child.fileno(),
-                    stderr=errf, env=ENV, close_fds=True)
+                    stderr=errf, env=dict(ENV, **(env or {})),
+                    close_fds=True)
             finally:
                 child.close()
         self.sock = parent
@@ -525,8 +526,8 @@ class World:
         self.nlog += 1
         return self.logs / f"pop3d-{self.nlog}.log"
 
-    def start(self, **kw):
-        srv = Server(self.argv(**kw), self.log_path())
+    def start(self, env=None, **kw):
+        srv = Server(self.argv(**kw), self.log_path(), env=env)
         self.servers.append(srv)
         return srv
 
