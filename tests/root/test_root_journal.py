@@ -60,32 +60,41 @@ def journal_for(st, tail):
 
 PLANTER = r"""
 import errno, json, os, sys
-path, mode, data = sys.argv[1], int(sys.argv[2], 8), bytes.fromhex(sys.argv[3])
+kind, path, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                 mode)
-    os.write(fd, data)
-    os.fchmod(fd, mode)
-    os.close(fd)
+    if kind == "file":
+        mode, data = int(arg.split(":")[0], 8), bytes.fromhex(arg.split(":")[1])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     os.O_NOFOLLOW, mode)
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.close(fd)
+    else:
+        os.symlink(arg, path)
     print(json.dumps({"errno": 0}))
 except OSError as e:
     print(json.dumps({"errno": e.errno, "error": str(e)}))
 """
 
 
-def plant(account, path, mode, data):
-    """Creates path as account (with its groups: mail among them);
-    returns the errno (0 when it worked)."""
+def as_account(account, kind, path, arg):
+    """Runs PLANTER as account, with its groups (mail among them for
+    "other"); returns its report, errno 0 when it worked."""
     groups = os.getgrouplist(account.name, account.gid)
-    r = subprocess.run([sys.executable, "-c", PLANTER, str(path),
-                        f"{mode:o}", data.hex()], capture_output=True,
-                       text=True, env=ENV, timeout=30,
-                       preexec_fn=account.drop(groups))
+    r = subprocess.run([sys.executable, "-c", PLANTER, kind, str(path),
+                        arg], capture_output=True, text=True, env=ENV,
+                       timeout=30, preexec_fn=account.drop(groups))
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
+def plant(account, path, mode, data):
+    """Creates the file path as account, with mode and data."""
+    return as_account(account, "file", path, f"{mode:o}:{data.hex()}")
+
+
 def fill(world, v, n=3):
+    """A new mailbox of v with n deliveries; returns its bytes."""
     world.make_mailbox(v)
     for i in range(1, n + 1):
         world.deliver(v, message(i, v.name),
@@ -109,21 +118,37 @@ def login_serves(world, v, original, n):
     return srv
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o666, 0o600],
-                         ids=["readable", "writable", "unreadable"])
-def test_planted_legacy_journal_is_never_applied(world, acct, mode):
-    """SPOOL/victim.pop3d-journal by another account, valid header: the
-    victim still gets its real messages, the mailbox's bytes do not
-    change, the log names the refused journal; and the next login works
-    too (no lock-out)."""
+# What the planted SPOOL/victim.pop3d-journal is: a file of the planter's
+# with a valid header and this mode, or a symlink to the mailbox.  (A
+# hard link to the mailbox is no journal test: pop3d refuses a mailbox
+# with two links outright, and a mail group that may link a 0660 mailbox
+# may as well write it.)
+KINDS = {"readable": 0o644, "writable": 0o666, "unreadable": 0o600,
+         "symlink": None}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_planted_legacy_journal_is_never_applied(world, acct, kind):
+    """SPOOL/victim.pop3d-journal planted by another account in group
+    mail (a file with a valid header, readable or writable by the victim
+    or not; or a symlink to the mailbox): the victim still
+    gets its real messages, the mailbox's bytes do not change, the log
+    names the refused journal; and the next login works too (no
+    lock-out)."""
     v, o = acct["victim"], acct["other"]
+    mode = KINDS[kind]
     original = fill(world, v)
     mbox = world.mailbox(v)
     jnl = world.spool / f"{v.name}.pop3d-journal"
-    res = plant(o, jnl, mode, journal_for(os.stat(mbox), PLANTED))
+    if mode is not None:
+        res = plant(o, jnl, mode, journal_for(os.stat(mbox), PLANTED))
+    else:
+        res = as_account(o, "symlink", jnl, str(mbox))
     assert res["errno"] == 0, f"the mail group cannot plant? {res}"
     st = os.lstat(jnl)
-    assert (st.st_uid, st.st_gid, mode_of(jnl)) == (o.uid, MAIL_GID, mode)
+    if mode is not None:
+        assert (st.st_uid, st.st_gid, mode_of(jnl)) == \
+            (o.uid, MAIL_GID, mode)
 
     srv = login_serves(world, v, original, 3)
     lines = [l for l in srv.log.splitlines() if jnl.name in l]
