@@ -11,6 +11,7 @@ files /etc/pam.d/p3rt-TAG*, whose first line is PAM_MARK.  A run that was
 killed before its finalizers ran leaves them behind; the next run removes
 exactly those (sweep_leftovers).
 """
+import functools
 import grp
 import os
 import pwd
@@ -38,6 +39,8 @@ DOTLOCKFILE = "/usr/bin/dotlockfile"
 PROCMAIL = "/usr/bin/procmail"
 MAIL_GID = grp.getgrnam("mail").gr_gid
 SIGSYS = int(signal.SIGSYS)
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
+                   "ERROR: LeakSanitizer", "Sanitizer has encountered")
 
 
 def run(argv, input=None, check=True, timeout=60, preexec_fn=None):
@@ -267,6 +270,38 @@ def table(snaps):
     return "\n".join([head] + [s.row() for s in snaps])
 
 
+class Checks:
+    """Checks that all run before the test fails, so that one missing
+    wall does not hide the state of the others; done() fails with every
+    problem found and the table of what was seen."""
+
+    def __init__(self):
+        self.problems = []
+
+    def check(self, ok, what):
+        if not ok:
+            self.problems.append(what)
+        return ok
+
+    def ids(self, snap, uid, gid):
+        """All four uids, all four gids, and the groups: just gid, or
+        none."""
+        self.check(snap.uid == [uid] * 4,
+                   f"{snap.role}: uid (real, effective, saved, fs) "
+                   f"{snap.uid}, expected {uid} in all four")
+        self.check(snap.gid == [gid] * 4,
+                   f"{snap.role}: gid (real, effective, saved, fs) "
+                   f"{snap.gid}, expected {gid} in all four")
+        self.check(snap.groups in ([], [gid]),
+                   f"{snap.role}: supplementary groups {snap.groups}, "
+                   f"expected [{gid}] or none")
+
+    def done(self, seen):
+        assert not self.problems, \
+            "\n".join(["problems:"] + ["  " + p for p in self.problems] +
+                      ["seen:", seen])
+
+
 # ---- the server -------------------------------------------------------------
 
 class ServerError(AssertionError):
@@ -433,8 +468,9 @@ def mode_of(path):
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-# ---- one test's world ---------------------------------------------------------
+# ---- one test's world -----------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def pop3d_has_state_dir():
     """Whether this pop3d takes -S DIR (the per-user state directory):
     pop3d -S DIR -V prints its version when it does, its usage when not."""
@@ -543,36 +579,8 @@ class World:
                 srv.proc.kill()
                 srv.proc.wait()
                 errors.append(f"{srv.argv}: still running at teardown")
+            if any(m in srv.log for m in SANITIZER_MARKS):
+                errors.append(f"sanitizer report from {srv.argv}:\n"
+                              f"{srv.log}")
         return errors
 
-
-class Checks:
-    """Checks that all run before the test fails, so that one missing
-    wall does not hide the state of the others; done() fails with every
-    problem found and the table of what was seen."""
-
-    def __init__(self):
-        self.problems = []
-
-    def check(self, ok, what):
-        if not ok:
-            self.problems.append(what)
-        return ok
-
-    def ids(self, snap, uid, gid):
-        """All four uids, all four gids, and the groups: just gid, or
-        none."""
-        self.check(snap.uid == [uid] * 4,
-                   f"{snap.role}: uid (real, effective, saved, fs) "
-                   f"{snap.uid}, expected {uid} in all four")
-        self.check(snap.gid == [gid] * 4,
-                   f"{snap.role}: gid (real, effective, saved, fs) "
-                   f"{snap.gid}, expected {gid} in all four")
-        self.check(snap.groups in ([], [gid]),
-                   f"{snap.role}: supplementary groups {snap.groups}, "
-                   f"expected [{gid}] or none")
-
-    def done(self, seen):
-        assert not self.problems, \
-            "\n".join(["problems:"] + ["  " + p for p in self.problems] +
-                      ["seen:", seen])

@@ -63,7 +63,8 @@ import errno, json, os, sys
 kind, path, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
     if kind == "file":
-        mode, data = int(arg.split(":")[0], 8), bytes.fromhex(arg.split(":")[1])
+        mode, data = arg.split(":")
+        mode, data = int(mode, 8), bytes.fromhex(data)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
                      os.O_NOFOLLOW, mode)
         os.write(fd, data)
