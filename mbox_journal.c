@@ -474,6 +474,22 @@ out:
 	return jfd;
 }
 
+int
+mbox_journal_pending(struct maildrop *mb)
+{
+	struct stat	 sb;
+	int		 fd, pending = 0;
+
+	if (mb->fd == -1 || mb->sdfd == -1)
+		return 0;
+	if ((fd = mbox_state_open(mb, mb->jnlname, O_RDONLY, "journal")) >=
+	    0 || (fd = spool_jnl_open(mb)) >= 0) {
+		pending = fstat(fd, &sb) == 0 && sb.st_size > 0;
+		close(fd);
+	}
+	return pending;
+}
+
 /* Finishes the commit journal jfd describes (the top comment). */
 static enum maildrop_status
 recover_journal(struct maildrop *mb, int jfd)

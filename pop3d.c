@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "confcheck.h"
 #include "io.h"
 #include "log.h"
 #include "maildrop.h"
@@ -48,11 +49,12 @@
 #define DEFAULT_MAILBOX		"/var/mail/%u"
 #define DEFAULT_TIMEOUT		600
 #define DEFAULT_RUNDIR		"/run/pop3d"
-#define DEFAULT_STATEDIR	"/var/lib/pop3d"
+#define DEFAULT_STATE_DIR	"/var/lib/pop3d"
 #define DEFAULT_PRELOGIN_USER	"pop3d"
 #define DEFAULT_APOP_FILE	"/etc/pop3d/apop"
 #define DEFAULT_FAIL_DELAY	1000	/* ms: the least a failed login costs */
 #define LOCK_TIMEOUT		30
+#define PROXY_TIMEOUT		30	/* s: the most a balancer's header may take */
 
 /* The single-process login (not root): what the callback needs. */
 struct here {
@@ -64,11 +66,11 @@ struct here {
 static __attribute__((noreturn)) void
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-cdTVv] [-A apop-file] [-C chroot] "
+	fprintf(stderr, "usage: pop3d [-cdnTVv] [-A apop-file] [-C chroot] "
 	    "[-D ms] [-f passwd-file]\n"
-	    "             [-m mailbox] [-R rundir] [-S statedir] "
-	    "[-s service]\n"
-	    "             [-t timeout] [-u user] [-r mailbox]\n");
+	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-S statedir]\n"
+	    "             [-s service] [-t timeout] [-U scheme] [-u user]\n"
+	    "             [-l mailbox | -r mailbox]\n");
 	exit(2);
 }
 
@@ -154,41 +156,92 @@ parse_timeout(const char *arg)
 }
 
 /*
- * pop3d -r MAILBOX: finish an interrupted commit, as the file's owner
- * (with the owner's own group, not the mailbox's), with the state in the
- * owner's state directory.
+ * For -r and -l: prepares the state directory of the account that owns
+ * the mailbox at path (root: the file's owner; not root: whoever runs
+ * pop3d) into statedir_r, then, as root, becomes that account with its
+ * own primary group (a Debian mailbox's group is mail, which a session
+ * never holds).  Returns 0, or -1 with the reason logged.
  */
 static int
-recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
+drop_to_owner(const struct pop3d_config *cf, const char *path,
+    char *statedir_r, size_t size)
 {
-	struct passwd	*pw;
-	struct stat	 sb;
-	char		 statedir[PATH_MAX];
-	uid_t		 uid = geteuid();
-	enum maildrop_status st;
+	const struct passwd	*pw;
+	struct stat		 sb;
+	uid_t			 uid = geteuid();
 
 	if (uid == 0) {
-		if (lstat(cf->recover, &sb) == -1)
-			fatal("%s", cf->recover);
+		if (lstat(path, &sb) == -1)
+			fatal("%s", path);
 		if (sb.st_uid == 0)
-			fatalx("%s: owned by root; not touching it",
-			    cf->recover);
+			fatalx("%s: owned by root; not touching it", path);
 		uid = sb.st_uid;
 	}
 	if ((pw = getpwuid(uid)) == NULL)
-		fatalx("%s: uid %lu has no account", cf->recover,
+		fatalx("%s: its owner, uid %lu, has no account", path,
 		    (unsigned long)uid);
 	if (statedir_prepare(cf->state_dir, pw->pw_name, pw->pw_uid,
-	    pw->pw_gid, statedir, sizeof(statedir)) == -1)
-		return 1;
+	    pw->pw_gid, statedir_r, size) == -1)
+		return -1;
 	if (geteuid() == 0)
 		privdrop_permanently(pw->pw_uid, pw->pw_gid);
+	return 0;
+}
+
+/* pop3d -r MAILBOX: finish an interrupted commit, as the file's owner. */
+static int
+recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
+{
+	char		 statedir[PATH_MAX];
+	enum maildrop_status st;
+
+	if (drop_to_owner(cf, cf->recover, statedir, sizeof(statedir)) == -1)
+		return 1;
 	st = maildrop_recover(cf->recover, statedir, hooks);
 	if (st != MAILDROP_OK) {
 		log_warnx("%s: %s", cf->recover, maildrop_status_text[st]);
 		return 1;
 	}
 	log_info("%s: consistent", cf->recover);
+	return 0;
+}
+
+/* -U: the names of the UIDL schemes (maildrop.h). */
+static int
+parse_uidl_scheme(const char *arg)
+{
+	static const char *const names[MAILDROP_UIDL_SCHEME_MAX] = {
+		[MAILDROP_UIDL_MD5] = "md5",
+		[MAILDROP_UIDL_POPA3D] = "popa3d",
+		[MAILDROP_UIDL_XUIDL] = "xuidl",
+		[MAILDROP_UIDL_DOVECOT] = "dovecot",
+	};
+	int	 i;
+
+	if (strcmp(arg, "pop3d") == 0)
+		return MAILDROP_UIDL_MD5;
+	for (i = 0; i < MAILDROP_UIDL_SCHEME_MAX; i++)
+		if (strcmp(arg, names[i]) == 0)
+			return i;
+	fprintf(stderr, "pop3d: -U takes md5 (or pop3d), popa3d, xuidl or "
+	    "dovecot\n");
+	exit(2);
+}
+
+/* pop3d -l MAILBOX: its UIDL listing, read-only, as the file's owner. */
+static int
+list_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
+{
+	char		 statedir[PATH_MAX];
+	enum maildrop_status st;
+
+	if (drop_to_owner(cf, cf->list, statedir, sizeof(statedir)) == -1)
+		return 1;
+	if ((st = maildrop_list(cf->list, statedir, hooks, stdout)) !=
+	    MAILDROP_OK) {
+		log_warnx("%s: %s", cf->list, maildrop_status_text[st]);
+		return 1;
+	}
 	return 0;
 }
 
@@ -212,6 +265,7 @@ unavailable(void)
 static void
 options(int argc, char *argv[], struct pop3d_config *cf)
 {
+	const char	*why;
 	uint64_t	 n;
 	int		 ch;
 
@@ -221,7 +275,8 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->timeout = DEFAULT_TIMEOUT;
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
-	while ((ch = getopt(argc, argv, "A:C:cD:df:m:R:r:S:s:Tt:u:vV")) != -1) {
+	while ((ch = getopt(argc, argv,
+	    "A:C:cD:df:l:m:nP:R:r:S:s:Tt:U:u:vV")) != -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -246,8 +301,24 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 		case 'f':
 			cf->auth.passwd_file = optarg;
 			break;
+		case 'l':
+			/* A tool for the administrator: it tells them. */
+			cf->list = optarg;
+			cf->log_stderr = 1;
+			break;
 		case 'm':
 			cf->auth.mailbox_template = optarg;
+			break;
+		case 'n':
+			cf->check_only = 1;
+			break;
+		case 'P':
+			if (proxy_nets_parse(optarg, &cf->proxy_nets,
+			    &why) == -1) {
+				fprintf(stderr, "pop3d: -P %s: %s\n", optarg,
+				    why);
+				exit(2);
+			}
 			break;
 		case 'R':
 			cf->rundir = optarg;
@@ -267,6 +338,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 		case 't':
 			cf->timeout = parse_timeout(optarg);
 			break;
+		case 'U':
+			cf->uidl_scheme = parse_uidl_scheme(optarg);
+			break;
 		case 'u':
 			cf->prelogin_user = optarg;
 			break;
@@ -280,7 +354,8 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			usage();
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (cf->check_only && cf->recover != NULL) ||
+	    (cf->list != NULL && (cf->recover != NULL || cf->check_only)))
 		usage();
 }
 
@@ -327,7 +402,7 @@ default_state_dir(struct pop3d_config *cf, int as_root, char *buf,
 	if (cf->state_dir != NULL)
 		return;
 	if (as_root)
-		cf->state_dir = DEFAULT_STATEDIR;
+		cf->state_dir = DEFAULT_STATE_DIR;
 	else {
 		if ((env = getenv("XDG_STATE_HOME")) != NULL && *env == '/')
 			(void)snprintf(buf, bufsize, "%s/pop3d", env);
@@ -389,17 +464,25 @@ main(int argc, char *argv[])
 
 	memset(&hooks, 0, sizeof(hooks));
 	hooks.lock_timeout = LOCK_TIMEOUT;
+	hooks.uidl_scheme = cf.uidl_scheme;
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
 	    sizeof(chrootdir));
 	default_state_dir(&cf, as_root, statebuf, sizeof(statebuf));
 	if (cf.recover != NULL)
 		return recover_only(&cf, &hooks);
-
-	peer_identify(STDIN_FILENO, &peer);
+	if (cf.list != NULL)
+		return list_only(&cf, &hooks);
+	if (cf.check_only)
+		return confcheck_run(&cf);
+	/* Before anything is sent: a balancer's header comes first. */
+	if (peer_identify(STDIN_FILENO, &cf.proxy_nets,
+	    (cf.timeout < PROXY_TIMEOUT ? cf.timeout : PROXY_TIMEOUT) * 1000,
+	    &peer) == -1)
+		return 1;
 	cf.auth.rhost = peer.name;
 	cleartext_ok = !cf.cleartext_protected || cf.marked_protected ||
-	    peer.local;
+	    peer.local || peer.protected;
 	(void)setsockopt(STDOUT_FILENO, IPPROTO_TCP, TCP_NODELAY, &one,
 	    sizeof(one));
 	make_banner(&cf, stamp, sizeof(stamp), banner, sizeof(banner));

@@ -7,6 +7,7 @@
 #define POP3D_POP3D_H
 
 #include "auth.h"
+#include "proxy.h"
 
 #define POP3D_VERSION		"0.2"
 
@@ -14,15 +15,19 @@ struct pop3d_config {
 	struct auth_config	 auth;
 	int			 timeout;	/* -t: seconds of silence */
 	const char		*rundir;	/* -R: host-local run directory */
-	const char		*state_dir;	/* -S: per-user state, shareable */
 	const char		*recover;	/* -r: recover this and exit */
+	const char		*list;		/* -l: list its UIDLs and exit */
+	int			 uidl_scheme;	/* -U: enum maildrop_uidl_scheme */
 	const char		*prelogin_user;	/* -u */
 	const char		*chroot_dir;	/* -C */
+	const char		*state_dir;	/* -S: per-user state, shareable */
+	int			 check_only;	/* -n: check the setup, exit */
 	int			 fail_delay_ms;	/* -D */
 	int			 cleartext_protected;	/* -c */
 	int			 marked_protected;	/* -T */
 	int			 log_stderr;	/* -d */
 	int			 verbose;	/* -v */
+	struct proxy_nets	 proxy_nets;	/* -P: where PROXY headers come from */
 };
 
 #endif

@@ -2,7 +2,8 @@
  * prelogin.c: the pre-login process (see prelogin.h).  Starts as root in
  * a child of the monitor, and within a few lines is chrooted to an empty
  * directory and holds nothing but an unprivileged account's ids; all the
- * parsing of the client's commands before a login happens after that.
+ * parsing of the client's commands before a login happens after that,
+ * inside the seccomp sandbox of sandbox.c.
  */
 #include <sys/types.h>
 
@@ -16,6 +17,7 @@
 #include "prelogin.h"
 #include "privdrop.h"
 #include "privsep.h"
+#include "sandbox.h"
 #include "session.h"
 
 void
@@ -27,6 +29,9 @@ prelogin_run(const struct pop3d_config *cf, const struct peer *peer,
 	enum session_end end;
 	int		 fd = pa->monitor_fd;
 
+	/* As root: an empty network namespace, where the kernel allows one. */
+	if (sandbox_prepare() == -1)
+		fatal("sandbox_prepare");
 	if (chroot(cf->chroot_dir) == -1 || chdir("/") == -1)
 		fatal("chroot %s", cf->chroot_dir);
 	privdrop_permanently(pa->uid, pa->gid);
@@ -35,6 +40,9 @@ prelogin_run(const struct pop3d_config *cf, const struct peer *peer,
 	    cf->chroot_dir);
 	if ((io = io_new(STDIN_FILENO, STDOUT_FILENO, cf->timeout)) == NULL)
 		fatal("io_new");
+	/* From here on it can only talk: seccomp, no new privileges, rlimits. */
+	if (sandbox_enter(fd > STDERR_FILENO ? fd : STDERR_FILENO) == -1)
+		fatal("sandbox_enter");
 	session_init(&s, io, ps_child_authenticate, &fd);
 	s.cleartext_ok = pa->cleartext_ok;
 	s.apop_stamp = pa->apop_stamp;

@@ -133,7 +133,8 @@ statedir_prepare(const char *dir, const char *account, uid_t uid, gid_t gid,
 		log_warn("fstat %s", path_r);
 		goto done;
 	}
-	if (made && (sb.st_uid != uid || sb.st_gid != gid)) {
+	/* Not root: made by the user, hence already the user's. */
+	if (made && me == 0 && (sb.st_uid != uid || sb.st_gid != gid)) {
 		if (fchown(sfd, uid, gid) == -1) {
 			log_warn("chown %s", path_r);
 			goto done;

@@ -71,14 +71,18 @@ failed=$((failed + f))
 [ "$rc" != 0 ] && [ "$f" = 0 ] &&
 	fail "fuzz: tests/fuzz/run.sh exited $rc without naming a failure"
 
-# A pytest that dies leaves no xml (or a partial one): never an old one.
-rm -f "$out/e2e.xml"
-/usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider \
-    --junitxml="$out/e2e.xml" tests/e2e
-rc=$?
-set --
-[ -f "$out/e2e.xml" ] && set -- $(/usr/bin/python3 - "$out/e2e.xml" \
-    2>/dev/null <<'PY'
+# One pytest suite (a directory with its own conftest.py), counted from its
+# junit xml.  A pytest that dies leaves no xml (or a partial one): never an
+# old one.
+suite() {
+	name=$1 dir=$2
+	rm -f "$out/$name.xml"
+	/usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider \
+	    --junitxml="$out/$name.xml" "$dir"
+	rc=$?
+	set --
+	[ -f "$out/$name.xml" ] && set -- $(/usr/bin/python3 - \
+	    "$out/$name.xml" 2>/dev/null <<'PY'
 import sys, xml.etree.ElementTree as ET
 r = ET.parse(sys.argv[1]).getroot()
 s = r if r.tag == "testsuite" else r.find("testsuite")
@@ -86,15 +90,37 @@ t, f, e, k = (int(s.get(a, 0)) for a in ("tests", "failures", "errors", "skipped
 print(t - f - e - k, f + e, k)
 PY
 )
-if [ $# = 3 ]; then
-	passed=$((passed + $1))
-	failed=$((failed + $2))
-	skipped=$((skipped + $3))
-	[ "$rc" != 0 ] && [ "$2" = 0 ] &&
-		fail "e2e: pytest exited $rc with no failure in its report"
+	if [ $# = 3 ]; then
+		echo "$name: $1 passed, $2 failed, $3 skipped"
+		passed=$((passed + $1))
+		failed=$((failed + $2))
+		skipped=$((skipped + $3))
+		[ "$rc" != 0 ] && [ "$2" = 0 ] &&
+			fail "$name: pytest exited $rc with no failure in its report"
+	else
+		fail "$name: pytest exited $rc and left no readable $out/$name.xml"
+	fi
+}
+
+# This script's own counting, on a scratch tree of stubs (where the
+# self-test runs this script, it does not run itself again).
+if [ -n "${POP3D_IN_SELFTEST:-}" ]; then
+	:
+elif sh tests/selftest_run.sh >"$out/selftest_run.txt" 2>&1; then
+	echo "selftest_run: 1 passed"
+	passed=$((passed + 1))
 else
-	fail "e2e: pytest exited $rc and left no readable $out/e2e.xml"
+	sed 's/^/    /' "$out/selftest_run.txt"
+	fail "selftest_run: FAILED, see $out/selftest_run.txt"
 fi
+
+# The end-to-end suite (cwrap wrappers), the real-root suite (real
+# accounts, pam_unix, the kernel's own credentials) and the several-hosts
+# suite (GlusterFS, HAProxy).
+suite e2e tests/e2e
+for d in root multihost; do
+	[ -d "tests/$d" ] && suite "$d" "tests/$d"
+done
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -18,6 +18,7 @@ import select
 import signal
 import socket
 import subprocess
+import sysconfig
 import time
 import poplib
 import warnings
@@ -35,7 +36,11 @@ POP3D = os.environ.get("POP3D_BIN", str(REPO / "pop3d"))
 FIXTURES = Path(os.environ.get("POP3D_FIXTURES",
                                str(REPO / "tests" / "fixtures")))
 
-LIBDIR = "/usr/lib/x86_64-linux-gnu"
+# Debian's multiarch library directory (x86_64-linux-gnu, aarch64-linux-gnu...).
+LIBDIR = "/usr/lib/" + (sysconfig.get_config_var("MULTIARCH") or
+                        subprocess.run(["gcc", "-print-multiarch"],
+                                       capture_output=True, text=True)
+                        .stdout.strip())
 PAM_MATRIX = f"{LIBDIR}/pam_wrapper/pam_matrix.so"
 PRELOAD = "libpam_wrapper.so libnss_wrapper.so libuid_wrapper.so"
 
@@ -320,6 +325,40 @@ class Server:
         """A poplib client over this session (instead of the raw helpers)."""
         assert self.sock is not None and not self.buf
         return SocketPOP3(self.sock)
+
+
+class PeerServer(Server):
+    """A pop3d session whose stdin/stdout is `child`, one end of a real
+    TCP connection whose other end, `client`, the test talks on."""
+
+    def __init__(self, argv, env, log_path, client, child):
+        self.argv = argv
+        self.log_path = Path(log_path)
+        self.buf = b""
+        self.rc = None
+        self.use_pipes = False
+        with open(self.log_path, "wb") as errf:
+            try:
+                self.proc = subprocess.Popen(
+                    argv, stdin=child.fileno(), stdout=child.fileno(),
+                    stderr=errf, env=env, close_fds=True)
+            finally:
+                child.close()
+        client.settimeout(IO_TIMEOUT)
+        self.sock = client
+
+
+def tcp_pair(src):
+    """A TCP connection on loopback from address src: (client, server)."""
+    fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+    with socket.socket(fam) as ls:
+        ls.bind((src, 0))
+        ls.listen(1)
+        c = socket.socket(fam)
+        c.bind((src, 0))
+        c.connect(ls.getsockname()[:2])
+        s, _ = ls.accept()
+    return c, s
 
 
 class SocketPOP3(poplib.POP3):

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (IO_TIMEOUT, POP3D, REPO, Server, hash_password)
+from conftest import (IO_TIMEOUT, POP3D, REPO, PeerServer, Server,
+                      hash_password, tcp_pair)
 
 FILTER = REPO / "fail2ban" / "filter.d" / "pop3d.conf"
 JAIL = REPO / "fail2ban" / "jail.d" / "pop3d.conf"
@@ -58,40 +59,6 @@ INJECTED = "x from 10.9.9.9"     # a known user's name that looks like a peer
 
 
 # ---- pop3d sessions with a chosen client address -----------------------------
-
-class PeerServer(Server):
-    """A pop3d session whose stdin/stdout is `child`, one end of a real
-    TCP connection whose other end, `client`, the test talks on."""
-
-    def __init__(self, argv, env, log_path, client, child):
-        self.argv = argv
-        self.log_path = Path(log_path)
-        self.buf = b""
-        self.rc = None
-        self.use_pipes = False
-        with open(self.log_path, "wb") as errf:
-            try:
-                self.proc = subprocess.Popen(
-                    argv, stdin=child.fileno(), stdout=child.fileno(),
-                    stderr=errf, env=env, close_fds=True)
-            finally:
-                child.close()
-        client.settimeout(IO_TIMEOUT)
-        self.sock = client
-
-
-def tcp_pair(src):
-    """A TCP connection on loopback from address src: (client, server)."""
-    fam = socket.AF_INET6 if ":" in src else socket.AF_INET
-    with socket.socket(fam) as ls:
-        ls.bind((src, 0))
-        ls.listen(1)
-        c = socket.socket(fam)
-        c.bind((src, 0))
-        c.connect(ls.getsockname()[:2])
-        s, _ = ls.accept()
-    return c, s
-
 
 # How the client reaches pop3d, and the PEER pop3d must log for it.
 PEERS = {
