@@ -305,10 +305,16 @@ class System:
         rundir = os.path.join(self.scratch, "pop3d-run")
         os.makedirs(rundir, mode=0o755, exist_ok=True)
         return inetd_session([POP3D, "-s", POP3D_PAM, "-R", rundir,
-                              "-U", scheme])
+                              "-S", self.state_dir(), "-U", scheme])
+
+    def state_dir(self):
+        """pop3d's state directory, in the scratch directory (not the
+        system's /var/lib/pop3d)."""
+        return os.path.join(self.scratch, "pop3d-state")
 
     def pop3d_list(self, scheme, path=MAILBOX, check=True):
-        r = subprocess.run([POP3D, "-U", scheme, "-l", path],
+        r = subprocess.run([POP3D, "-S", self.state_dir(), "-U", scheme,
+                            "-l", path],
                            stdin=subprocess.DEVNULL, capture_output=True)
         err = r.stderr.decode("utf-8", "replace")
         assert not any(m in err for m in SANITIZER_MARKS), err
@@ -675,6 +681,7 @@ def test_list_refuses_an_unfinished_commit(system):
     with open(jnl, "wb") as f:
         f.write(b"\0" * 64)
     os.chown(jnl, system.uid, system.mail_gid)
+    os.chmod(jnl, 0o600)    # as pop3d made it; any other is not its own
     try:
         r = system.pop3d_list("md5", check=False)
         assert r.returncode == 1

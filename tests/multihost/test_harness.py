@@ -8,14 +8,34 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
 
-from harness import (HAPROXY_ADDR, REPO, HAProxy, Pop3, V2_SIG, deliver,
-                     dotlockfile_deliver, free_port, message, ofd_lock,
-                     port_in_listen, procmail_deliver, stop_pid, unstuff,
-                     wait_for)
+from harness import (ACCOUNT, HAPROXY_ADDR, REPO, HAProxy, Pop3, V2_SIG,
+                     deliver, dotlockfile_deliver, free_port, message,
+                     ofd_lock, port_in_listen, procmail_deliver, stop_pid,
+                     unstuff, wait_for)
+
+SYSTEM_STATE = "/var/lib/pop3d"     # pop3d's default -S
+
+
+@pytest.fixture(autouse=True)
+def no_system_state_left():
+    """A launcher without -S keeps the account's state in pop3d's default
+    state directory: remove what a test made there."""
+    had_base = os.path.isdir(SYSTEM_STATE)
+    sub = os.path.join(SYSTEM_STATE, ACCOUNT)
+    had_sub = os.path.lexists(sub)
+    yield
+    if not had_sub and os.path.isdir(sub):
+        shutil.rmtree(sub, ignore_errors=True)
+    if not had_base and os.path.isdir(SYSTEM_STATE):
+        try:
+            os.rmdir(SYSTEM_STATE)
+        except OSError:
+            pass
 
 
 def test_file_written_through_one_mount_reads_through_the_other(cluster):
