@@ -422,6 +422,7 @@ main(int argc, char *argv[])
 		end = session_transaction(&s, user.name, mb, st);
 	}
 	session_log_end(end, s.login, peer.name);
+	session_log_summary(&s, end, peer.name);
 	maildrop_close(mb);
 	io_free(io);
 	monitor_reap();
