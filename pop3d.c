@@ -369,6 +369,7 @@ main(int argc, char *argv[])
 		fatal("io_new");
 
 	memset(&user, 0, sizeof(user));
+	session_init(&s, io, NULL, NULL);	/* the summary's clock starts */
 	if (as_root) {
 		if (rundir_ready(cf.rundir) == -1)
 			unavailable();
@@ -387,7 +388,6 @@ main(int argc, char *argv[])
 			fatal("io_preload");
 		explicit_bzero(hand, sizeof(*hand));
 		free(hand);
-		session_init(&s, io, NULL, NULL);
 		end = END_LOGIN;
 	} else {
 		here.cf = &cf;
