@@ -451,8 +451,8 @@ main(int argc, char *argv[])
 			unavailable();
 		if ((hand = calloc(1, sizeof(*hand))) == NULL)
 			fatal("calloc");
-		ok = monitor_login(&cf, &peer, io, banner, cleartext_ok, &user,
-		    hand, &status);
+		ok = monitor_login(&cf, &peer, io, &s, banner, cleartext_ok,
+		    &user, hand, &status);
 		if (ok == -1)
 			unavailable();
 		if (ok == 0) {
