@@ -33,7 +33,9 @@ struct io {
 	int	 out_is_pipe;
 	size_t	 in_off;	/* first unread byte of inbuf */
 	size_t	 in_len;	/* bytes held in inbuf */
+	size_t	 in_dirty;	/* inbuf[in_dirty..] holds no input, old or new */
 	size_t	 out_len;
+	uint64_t out_sent;	/* octets written to out_fd so far */
 	char	 inbuf[IO_INBUF_SIZE];
 	char	 outbuf[IO_OUTBUF_SIZE];
 };
@@ -62,6 +64,9 @@ io_new(int in_fd, int out_fd, int timeout_sec)
 void
 io_free(struct io *io)
 {
+	if (io == NULL)
+		return;
+	explicit_bzero(io->inbuf, io->in_dirty);
 	free(io);
 }
 
@@ -79,7 +84,37 @@ io_preload(struct io *io, const void *buf, size_t len)
 	memmove(io->inbuf + len, io->inbuf, io->in_len);
 	memcpy(io->inbuf, buf, len);
 	io->in_len += len;
+	if (io->in_dirty < io->in_len)
+		io->in_dirty = io->in_len;
 	return 0;
+}
+
+void
+io_wipe_consumed(struct io *io)
+{
+	size_t	 end = io->in_off + io->in_len;
+
+	/*
+	 * Read lines lie before in_off; io_fill's memmove leaves stale
+	 * copies of pending bytes beyond the end.  Both go.
+	 */
+	explicit_bzero(io->inbuf, io->in_off);
+	if (io->in_dirty > end)
+		explicit_bzero(io->inbuf + end, io->in_dirty - end);
+	io->in_dirty = end;
+}
+
+const void *
+io_inbuf(const struct io *io, size_t *size_r)
+{
+	*size_r = sizeof(io->inbuf);
+	return io->inbuf;
+}
+
+uint64_t
+io_output_octets(const struct io *io)
+{
+	return io->out_sent + io->out_len;
 }
 
 int
@@ -136,6 +171,8 @@ io_fill(struct io *io)
 		    sizeof(io->inbuf) - io->in_len);
 		if (n > 0) {
 			io->in_len += (size_t)n;
+			if (io->in_dirty < io->in_len)
+				io->in_dirty = io->in_len;
 			return IO_OK;
 		}
 		if (n == 0)
@@ -212,6 +249,7 @@ io_flush(struct io *io)
 			n = write(io->out_fd, io->outbuf + off, want);
 		if (n > 0) {
 			off += (size_t)n;
+			io->out_sent += (uint64_t)n;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)

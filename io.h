@@ -39,6 +39,19 @@ int		 io_preload(struct io *, const void *, size_t);
 size_t		 io_pending(const struct io *, const void **buf_r);
 
 /*
+ * Zeroes every byte of the input buffer but the pending ones: the lines
+ * already read (which may have held a password) and any stale copy of
+ * input left behind when the buffer was compacted.
+ */
+void		 io_wipe_consumed(struct io *);
+
+/* For the unit tests: the whole input buffer, and its size. */
+const void	*io_inbuf(const struct io *, size_t *size_r);
+
+/* Octets queued for the client so far, sent or still buffered. */
+uint64_t	 io_output_octets(const struct io *);
+
+/*
  * Reads one line of at most maxlen octets including its terminator (LF or
  * CRLF) into buf (bufsize > maxlen), strips the terminator and
  * NUL-terminates it; *len_r is its length (the line may hold NUL bytes).

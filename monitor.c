@@ -283,8 +283,9 @@ reap_prelogin(pid_t pid)
 
 int
 monitor_login(const struct pop3d_config *cf, const struct peer *peer,
-    struct io *io, const char *banner, int cleartext_ok,
-    struct auth_user *user_r, struct ps_msg *hand_r, int *exit_r)
+    struct io *io, const struct session *s, const char *banner,
+    int cleartext_ok, struct auth_user *user_r, struct ps_msg *hand_r,
+    int *exit_r)
 {
 	static const char crashed[] = "-ERR [SYS/TEMP] Internal error, "
 	    "closing\r\n";
@@ -304,6 +305,7 @@ monitor_login(const struct pop3d_config *cf, const struct peer *peer,
 	if (io_printf(io, "+OK %s\r\n", banner) != IO_OK ||
 	    io_flush(io) != IO_OK) {
 		session_log_end(END_EOF, NULL, peer->name);
+		session_log_summary(s, END_EOF, peer->name);
 		return 0;
 	}
 	log_info("connection from %s", peer->name);
@@ -331,11 +333,13 @@ monitor_login(const struct pop3d_config *cf, const struct peer *peer,
 		    peer->name, WTERMSIG(status));
 		(void)io_write(io, crashed, sizeof(crashed) - 1);
 		(void)io_flush(io);
+		session_log_summary(s, END_IOERR, peer->name);
 		ok = 0;
 	} else
 		*exit_r = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 	if (ok && *exit_r != 0) {
 		log_warnx("pre-login process failed after the login");
+		session_log_summary(s, END_IOERR, peer->name);
 		ok = 0;
 	}
 	if (!ok)

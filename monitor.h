@@ -14,6 +14,7 @@
 struct io;
 struct peer;
 struct pop3d_config;
+struct session;
 
 /*
  * Greets through io with banner, then serves the pre-login process.
@@ -21,10 +22,13 @@ struct pop3d_config;
  * client already sent in *hand_r; 0 when the session ended without one,
  * with pop3d's exit status in *exit_r (0 after QUIT); -1, before the
  * greeting, when the pre-login account or chroot is unusable (logged).
+ * s is main()'s session, whose clock the summary line of a session that
+ * ends here (the greeting fails, the pre-login process dies) reads.
  */
 int	 monitor_login(const struct pop3d_config *, const struct peer *,
-	    struct io *io, const char *banner, int cleartext_ok,
-	    struct auth_user *user_r, struct ps_msg *hand_r, int *exit_r);
+	    struct io *io, const struct session *s, const char *banner,
+	    int cleartext_ok, struct auth_user *user_r, struct ps_msg *hand_r,
+	    int *exit_r);
 
 /* Reaps the last checker process, if one is left. */
 void	 monitor_reap(void);

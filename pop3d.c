@@ -490,13 +490,14 @@ main(int argc, char *argv[])
 		fatal("io_new");
 
 	memset(&user, 0, sizeof(user));
+	session_init(&s, io, NULL, NULL);	/* the summary's clock starts */
 	if (as_root) {
 		if (rundir_ready(cf.rundir) == -1)
 			unavailable();
 		if ((hand = calloc(1, sizeof(*hand))) == NULL)
 			fatal("calloc");
-		ok = monitor_login(&cf, &peer, io, banner, cleartext_ok, &user,
-		    hand, &status);
+		ok = monitor_login(&cf, &peer, io, &s, banner, cleartext_ok,
+		    &user, hand, &status);
 		if (ok == -1)
 			unavailable();
 		if (ok == 0) {
@@ -508,7 +509,6 @@ main(int argc, char *argv[])
 			fatal("io_preload");
 		explicit_bzero(hand, sizeof(*hand));
 		free(hand);
-		session_init(&s, io, NULL, NULL);
 		end = END_LOGIN;
 	} else {
 		here.cf = &cf;
@@ -545,6 +545,7 @@ main(int argc, char *argv[])
 		end = session_transaction(&s, user.name, mb, st);
 	}
 	session_log_end(end, s.login, peer.name);
+	session_log_summary(&s, end, peer.name);
 	maildrop_close(mb);
 	io_free(io);
 	monitor_reap();

@@ -54,5 +54,6 @@ prelogin_run(const struct pop3d_config *cf, const struct peer *peer,
 		_exit(0);
 	}
 	session_log_end(end, NULL, peer->name);
+	session_log_summary(&s, end, peer->name);
 	_exit(end == END_QUIT ? 0 : 1);
 }

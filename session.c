@@ -20,6 +20,18 @@
 #define ANY_STATE	(STATE_AUTHORIZATION | STATE_TRANSACTION)
 #define REST		-1	/* the argument is the rest of the line */
 
+const char *const session_end_name[END_MAX] = {
+	[END_NONE] = "none",
+	[END_LOGIN] = "login",
+	[END_QUIT] = "quit",
+	[END_EOF] = "disconnect",
+	[END_TIMEOUT] = "timeout",
+	[END_IOERR] = "error",
+	[END_AUTHFAIL] = "authfail",
+	[END_TEMPFAIL] = "tempfail",
+	[END_ABUSE] = "abuse",
+};
+
 const char *const cmd_result_text[CMD_RESULT_MAX] = {
 	[CMD_OK] = "",
 	[CMD_ERR_UNKNOWN] = "Unknown command",
@@ -272,77 +284,21 @@ session_base64_decode(const char *in, size_t inlen, unsigned char *out,
 }
 
 /*
- * SASL PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd.  An authzid
- * other than the authcid is refused: nobody may act for someone else.
+ * Reads the client's answer to the SASL challenge "+ challenge" into
+ * line (bufsize > POP3_SASL_MAX).  "*" cancels (RFC 5034).  The input
+ * buffer keeps no copy of the line: it may be a password.
  */
 static enum cmd_result
-sasl_plain(struct session *s, const char *resp, size_t len)
+sasl_read(struct session *s, const char *challenge, char *line,
+    size_t bufsize, size_t *len_r)
 {
-	struct auth_request	 req;
-	unsigned char		 buf[AUTH_NAME_MAX * 2 + AUTH_PASS_MAX];
-	const char		*authz, *authc, *pass;
-	size_t			 zl, cl, pl;
-	int			 n;
+	enum io_status	 st;
 
-	if (len == 1 && resp[0] == '=')
-		return CMD_ERR_SASL_BAD;	/* an empty response */
-	n = session_base64_decode(resp, len, buf, sizeof(buf));
-	if (n < 0)
+	if (io_printf(s->io, "+ %s\r\n", challenge) != IO_OK)
 		return CMD_ERR_SASL_BAD;
-	authz = (const char *)buf;
-	zl = strnlen(authz, (size_t)n);
-	if (zl + 1 >= (size_t)n)
-		goto bad;
-	authc = authz + zl + 1;
-	cl = strnlen(authc, (size_t)n - zl - 1);
-	if (zl + 1 + cl + 1 > (size_t)n)
-		goto bad;
-	pass = authc + cl + 1;
-	pl = (size_t)n - zl - 1 - cl - 1;
-	if (memchr(pass, '\0', pl) != NULL || pl >= AUTH_PASS_MAX ||
-	    !auth_name_valid(authc, cl) ||
-	    (zl > 0 && (zl != cl || memcmp(authz, authc, cl) != 0)))
-		goto bad;
-	memset(&req, 0, sizeof(req));
-	req.kind = AUTH_KIND_PASS;
-	memcpy(req.user, authc, cl);
-	memcpy(req.pass, pass, pl);
-	explicit_bzero(buf, sizeof(buf));
-	return login(s, &req);
-bad:
-	explicit_bzero(buf, sizeof(buf));
-	return CMD_ERR_SASL_BAD;
-}
-
-static void
-body_mechs(struct session *s)
-{
-	(void)io_printf(s->io, "%s.\r\n", s->cleartext_ok ? "PLAIN\r\n" : "");
-}
-
-static enum cmd_result
-cmd_auth(struct session *s, struct pop3_cmdline *cl)
-{
-	char		 line[POP3_SASL_MAX + 1];
-	size_t		 len;
-	enum cmd_result	 r;
-
-	s->have_user = 0;
-	if (cl->argc == 0) {
-		reply(s, "Methods follow");
-		s->body = body_mechs;
-		return CMD_OK;
-	}
-	if (strcasecmp(cl->argv[0], "PLAIN") != 0)
-		return CMD_ERR_MECH;
-	if (!s->cleartext_ok)
-		return CMD_ERR_CLEARTEXT;
-	if (cl->argc == 2)
-		return sasl_plain(s, cl->argv[1], strlen(cl->argv[1]));
-	/* No initial response: ask for it on a line of its own. */
-	if (io_write(s->io, "+ \r\n", 4) != IO_OK)
-		return CMD_ERR_SASL_BAD;
-	switch (io_getline(s->io, line, sizeof(line), POP3_SASL_MAX, &len)) {
+	st = io_getline(s->io, line, bufsize, POP3_SASL_MAX, len_r);
+	io_wipe_consumed(s->io);
+	switch (st) {
 	case IO_OK:
 		break;
 	case IO_TOOLONG:
@@ -357,14 +313,160 @@ cmd_auth(struct session *s, struct pop3_cmdline *cl)
 		s->end = END_IOERR;
 		return CMD_ERR_SASL_CANCEL;
 	}
-	if (len == 1 && line[0] == '*')
-		r = CMD_ERR_SASL_CANCEL;
-	else if (memchr(line, '\0', len) != NULL)
+	if (*len_r == 1 && line[0] == '*')
+		return CMD_ERR_SASL_CANCEL;
+	if (memchr(line, '\0', *len_r) != NULL)
+		return CMD_ERR_SASL_BAD;
+	return CMD_OK;
+}
+
+/*
+ * One SASL round: the response is initial when AUTH carried one, else
+ * the client's answer to "+ challenge".  Decodes it into out ("=" is the
+ * empty response) and returns CMD_OK with *n_r, or why it failed.
+ */
+static enum cmd_result
+sasl_step(struct session *s, const char *initial, const char *challenge,
+    unsigned char *out, size_t outsize, size_t *n_r)
+{
+	char		 line[POP3_SASL_MAX + 1];
+	const char	*resp = initial;
+	size_t		 len = 0;
+	enum cmd_result	 r = CMD_OK;
+	int		 n = 0;
+
+	if (resp == NULL) {
+		r = sasl_read(s, challenge, line, sizeof(line), &len);
+		resp = line;
+	} else
+		len = strlen(resp);
+	if (r == CMD_OK && !(len == 1 && resp[0] == '=') &&
+	    (n = session_base64_decode(resp, len, out, outsize)) < 0)
 		r = CMD_ERR_SASL_BAD;
-	else
-		r = sasl_plain(s, line, len);
+	*n_r = (size_t)n;
 	explicit_bzero(line, sizeof(line));
 	return r;
+}
+
+/*
+ * SASL PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd.  An authzid
+ * other than the authcid is refused: nobody may act for someone else.
+ */
+static enum cmd_result
+sasl_plain(struct session *s, const char *initial)
+{
+	struct auth_request	 req;
+	unsigned char		 buf[AUTH_NAME_MAX * 2 + AUTH_PASS_MAX];
+	const char		*authz, *authc, *pass;
+	size_t			 n, zl, cl, pl;
+	enum cmd_result		 r;
+
+	if ((r = sasl_step(s, initial, "", buf, sizeof(buf), &n)) != CMD_OK)
+		goto done;
+	r = CMD_ERR_SASL_BAD;
+	authz = (const char *)buf;
+	zl = strnlen(authz, n);
+	if (zl + 1 >= n)
+		goto done;
+	authc = authz + zl + 1;
+	cl = strnlen(authc, n - zl - 1);
+	if (zl + 1 + cl + 1 > n)
+		goto done;
+	pass = authc + cl + 1;
+	pl = n - zl - 1 - cl - 1;
+	if (memchr(pass, '\0', pl) != NULL || pl >= AUTH_PASS_MAX ||
+	    !auth_name_valid(authc, cl) ||
+	    (zl > 0 && (zl != cl || memcmp(authz, authc, cl) != 0)))
+		goto done;
+	memset(&req, 0, sizeof(req));
+	req.kind = AUTH_KIND_PASS;
+	memcpy(req.user, authc, cl);
+	memcpy(req.pass, pass, pl);
+	explicit_bzero(buf, sizeof(buf));
+	return login(s, &req);
+done:
+	explicit_bzero(buf, sizeof(buf));
+	return r;
+}
+
+/*
+ * SASL LOGIN (draft-murchison-sasl-login): the user name and then the
+ * password, each asked for ("Username:", "Password:" in base64) unless
+ * AUTH carried the name as its initial response.
+ */
+static enum cmd_result
+sasl_login(struct session *s, const char *initial)
+{
+	struct auth_request	 req;
+	unsigned char		 buf[AUTH_PASS_MAX];
+	size_t			 n;
+	enum cmd_result		 r;
+
+	memset(&req, 0, sizeof(req));
+	req.kind = AUTH_KIND_PASS;
+	if ((r = sasl_step(s, initial, "VXNlcm5hbWU6", buf, sizeof(buf),
+	    &n)) != CMD_OK)
+		goto done;
+	r = CMD_ERR_SASL_BAD;
+	if (!auth_name_valid((const char *)buf, n))
+		goto done;
+	memcpy(req.user, buf, n);
+	if ((r = sasl_step(s, NULL, "UGFzc3dvcmQ6", buf, sizeof(buf),
+	    &n)) != CMD_OK)
+		goto done;
+	r = CMD_ERR_SASL_BAD;
+	if (n >= AUTH_PASS_MAX || memchr(buf, '\0', n) != NULL)
+		goto done;
+	memcpy(req.pass, buf, n);
+	explicit_bzero(buf, sizeof(buf));
+	return login(s, &req);
+done:
+	explicit_bzero(buf, sizeof(buf));
+	explicit_bzero(&req, sizeof(req));
+	return r;
+}
+
+/* The SASL mechanisms, in the order CAPA and AUTH list them. */
+static const struct sasl_mech {
+	const char	*name;
+	enum cmd_result	(*run)(struct session *, const char *initial);
+} sasl_mechs[] = {
+	{ "PLAIN", sasl_plain },
+	{ "LOGIN", sasl_login }
+};
+
+#define NMECHS	(sizeof(sasl_mechs) / sizeof(sasl_mechs[0]))
+
+/* Every mechanism needs cleartext logins: none are listed without. */
+static void
+body_mechs(struct session *s)
+{
+	size_t	 i;
+
+	for (i = 0; s->cleartext_ok && i < NMECHS; i++)
+		(void)io_printf(s->io, "%s\r\n", sasl_mechs[i].name);
+	(void)io_write(s->io, ".\r\n", 3);
+}
+
+static enum cmd_result
+cmd_auth(struct session *s, struct pop3_cmdline *cl)
+{
+	size_t	 i;
+
+	s->have_user = 0;
+	if (cl->argc == 0) {
+		reply(s, "Methods follow");
+		s->body = body_mechs;
+		return CMD_OK;
+	}
+	for (i = 0; i < NMECHS; i++)
+		if (strcasecmp(cl->argv[0], sasl_mechs[i].name) == 0)
+			break;
+	if (i == NMECHS)
+		return CMD_ERR_MECH;
+	if (!s->cleartext_ok)
+		return CMD_ERR_CLEARTEXT;
+	return sasl_mechs[i].run(s, cl->argc == 2 ? cl->argv[1] : NULL);
 }
 
 static enum cmd_result
@@ -380,10 +482,18 @@ cmd_quit_auth(struct session *s, struct pop3_cmdline *cl)
 static void
 body_capa(struct session *s)
 {
+	size_t	 i;
+
 	(void)io_printf(s->io, "TOP\r\nUIDL\r\n%sRESP-CODES\r\n"
-	    "AUTH-RESP-CODE\r\nPIPELINING\r\n%sIMPLEMENTATION pop3d\r\n"
-	    ".\r\n", s->cleartext_ok ? "USER\r\n" : "",
-	    s->cleartext_ok ? "SASL PLAIN\r\n" : "");
+	    "AUTH-RESP-CODE\r\nPIPELINING\r\n",
+	    s->cleartext_ok ? "USER\r\n" : "");
+	if (s->cleartext_ok) {
+		(void)io_printf(s->io, "SASL");
+		for (i = 0; i < NMECHS; i++)
+			(void)io_printf(s->io, " %s", sasl_mechs[i].name);
+		(void)io_printf(s->io, "\r\n");
+	}
+	(void)io_printf(s->io, "IMPLEMENTATION pop3d\r\n.\r\n");
 }
 
 static enum cmd_result
@@ -480,7 +590,21 @@ cmd_uidl(struct session *s, struct pop3_cmdline *cl)
 static void
 body_message(struct session *s)
 {
-	switch (maildrop_send(s->maildrop, s->body_idx, s->io, s->body_lines)) {
+	enum maildrop_status st;
+	uint64_t	 sent = io_output_octets(s->io);
+
+	st = maildrop_send(s->maildrop, s->body_idx, s->io, s->body_lines);
+	sent = io_output_octets(s->io) - sent;
+	if (st == MAILDROP_OK && sent >= 3)
+		sent -= 3;		/* the final ".", not the message's */
+	if (s->body_lines < 0) {
+		s->stats.retr++;
+		s->stats.retr_octets += sent;
+	} else {
+		s->stats.top++;
+		s->stats.top_octets += sent;
+	}
+	switch (st) {
 	case MAILDROP_OK:
 		break;
 	case MAILDROP_CHANGED:
@@ -586,6 +710,11 @@ cmd_quit(struct session *s, struct pop3_cmdline *cl)
 		s->maildrop_error = st;
 		return CMD_ERR_MAILDROP;
 	}
+	s->stats.committed = 1;
+	s->stats.dele = ndel;
+	s->stats.dele_octets = del;
+	s->stats.left = nleft;
+	s->stats.left_octets = left;
 	/* The client has its answer before the log has its line. */
 	reply(s, "pop3d signing off (%zu messages left)", nleft);
 	(void)io_flush(s->io);
@@ -700,7 +829,9 @@ session_command(struct session *s, char *line, size_t len)
 	s->body = NULL;
 	s->reply[0] = '\0';
 	r = dispatch(s, line, len);
-	explicit_bzero(line, len);	/* it may have held a password */
+	/* It may have held a password: no copy stays here or in the io. */
+	explicit_bzero(line, len);
+	io_wipe_consumed(s->io);
 	if (r == CMD_OK) {
 		if (s->end == END_LOGIN)
 			return;		/* answered once the maildrop is open */
@@ -728,6 +859,7 @@ session_init(struct session *s, struct io *io, session_auth_fn fn, void *arg)
 	s->authenticate = fn;
 	s->auth_arg = arg;
 	s->cleartext_ok = 1;
+	(void)clock_gettime(CLOCK_MONOTONIC, &s->start);
 }
 
 int
@@ -753,6 +885,7 @@ session_loop(struct session *s)
 			session_command(s, line, len);
 			break;
 		case IO_TOOLONG:
+			io_wipe_consumed(s->io);	/* "PASS" and a long one */
 			(void)io_printf(s->io, "-ERR %s\r\n", cmd_result_text[
 			    count_bad(s, CMD_ERR_LINE) ? CMD_ERR_ABUSE :
 			    CMD_ERR_LINE]);
@@ -813,6 +946,7 @@ session_log_end(enum session_end end, const char *login, const char *peer)
 	case END_QUIT:
 	case END_LOGIN:
 	case END_NONE:
+	case END_MAX:
 		break;
 	case END_TIMEOUT:
 		log_info("timeout, %s from %s", who, peer);
@@ -834,4 +968,69 @@ session_log_end(enum session_end end, const char *login, const char *peer)
 		log_info("session ended on an error, %s from %s", who, peer);
 		break;
 	}
+}
+
+char *
+session_escape(char *dst, size_t dstsize, const char *src)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+	size_t		 n = 0;
+
+	for (p = (const unsigned char *)src; *p != '\0'; p++) {
+		if (*p > 0x20 && *p < 0x7f && *p != '%') {
+			if (n + 1 >= dstsize)
+				break;
+			dst[n++] = (char)*p;
+		} else {
+			if (n + 3 >= dstsize)
+				break;
+			dst[n++] = '%';
+			dst[n++] = hex[*p >> 4];
+			dst[n++] = hex[*p & 0xf];
+		}
+	}
+	dst[n] = '\0';
+	return dst;
+}
+
+void
+session_log_summary(const struct session *s, enum session_end end,
+    const char *peer)
+{
+	const struct session_stats *st = &s->stats;
+	struct timespec	 now;
+	char		 user[AUTH_NAME_MAX * 3], addr[256];
+	size_t		 i, left = 0;
+	uint64_t	 left_octets = 0;
+	long long	 ms;
+
+	if (st->committed) {
+		left = st->left;
+		left_octets = st->left_octets;
+	} else if (s->maildrop != NULL) {
+		/* No commit: every message is still there, marked or not. */
+		left = maildrop_count(s->maildrop);
+		for (i = 0; i < left; i++)
+			left_octets += maildrop_size(s->maildrop, i);
+	}
+	/* A QUIT whose deletions could not be written is an error. */
+	if (end == END_QUIT && s->maildrop_error != MAILDROP_OK)
+		end = END_IOERR;
+	if ((unsigned int)end >= END_MAX)
+		end = END_IOERR;
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (long long)(now.tv_sec - s->start.tv_sec) * 1000 +
+	    (now.tv_nsec - s->start.tv_nsec) / 1000000;
+	if (ms < 0)
+		ms = 0;
+	log_info("session end: user=%s peer=%s end=%s retr=%llu/%llu "
+	    "top=%llu/%llu dele=%llu/%llu left=%zu/%llu time=%lld.%03llds",
+	    s->login != NULL ? session_escape(user, sizeof(user), s->login) :
+	    "-", session_escape(addr, sizeof(addr), peer),
+	    session_end_name[end],
+	    (unsigned long long)st->retr, (unsigned long long)st->retr_octets,
+	    (unsigned long long)st->top, (unsigned long long)st->top_octets,
+	    (unsigned long long)st->dele, (unsigned long long)st->dele_octets,
+	    left, (unsigned long long)left_octets, ms / 1000, ms % 1000);
 }

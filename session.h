@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "auth.h"
 #include "maildrop.h"
@@ -63,8 +64,12 @@ enum session_end {
 	END_IOERR,
 	END_AUTHFAIL,	/* too many failed logins */
 	END_TEMPFAIL,	/* authentication unavailable, too often */
-	END_ABUSE	/* too many invalid commands */
+	END_ABUSE,	/* too many invalid commands */
+	END_MAX
 };
+
+/* The word for each end in the summary line ("quit", "timeout"...). */
+extern const char *const session_end_name[END_MAX];
 
 /* A command line split in place: keyword and up to POP3_ARGS_MAX args. */
 struct pop3_cmdline {
@@ -72,6 +77,19 @@ struct pop3_cmdline {
 	int	 argc;
 	char	*argv[POP3_ARGS_MAX];
 	char	*rest;		/* everything after "KEYWORD " (for PASS) */
+};
+
+/* What a session did, for the summary line at its end. */
+struct session_stats {
+	uint64_t	 retr;		/* RETR replies sent */
+	uint64_t	 retr_octets;	/* their message octets, as sent */
+	uint64_t	 top;
+	uint64_t	 top_octets;
+	uint64_t	 dele;		/* messages removed by a commit */
+	uint64_t	 dele_octets;
+	int		 committed;	/* QUIT's commit succeeded */
+	size_t		 left;		/* messages kept by that commit */
+	uint64_t	 left_octets;
 };
 
 struct session;
@@ -97,6 +115,8 @@ struct session {
 	session_body_fn		 body;		/* multi-line part, if any */
 	size_t			 body_idx;
 	int64_t			 body_lines;
+	struct timespec		 start;		/* CLOCK_MONOTONIC, session_init */
+	struct session_stats	 stats;
 };
 
 /*
@@ -127,6 +147,24 @@ enum session_end session_transaction(struct session *, const char *login,
  */
 void		 session_log_end(enum session_end, const char *login,
 		    const char *peer);
+
+/*
+ * Logs the one summary line of a session that ended with end:
+ *
+ *   session end: user=NAME peer=ADDR end=WORD retr=N/OCTETS
+ *       top=N/OCTETS dele=N/OCTETS left=N/OCTETS time=SECONDS.MSs
+ *
+ * NAME is s->login ("-" before a login); NAME and ADDR have every byte
+ * outside 0x21-0x7e, and '%', written as %XX, so no value holds a space.
+ */
+void		 session_log_summary(const struct session *, enum session_end,
+		    const char *peer);
+
+/*
+ * Writes src into dst (dstsize > 0, truncated to fit) with every byte
+ * outside 0x21-0x7e, and '%', as %XX; returns dst.
+ */
+char		*session_escape(char *dst, size_t dstsize, const char *src);
 
 /* Runs one command line (terminator stripped) and writes its reply. */
 void		 session_command(struct session *, char *line, size_t len);

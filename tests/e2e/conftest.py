@@ -56,7 +56,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "incompatible with sanitizer runtime")
 
 CAPA_LIST = [b"TOP", b"UIDL", b"USER", b"RESP-CODES", b"AUTH-RESP-CODE",
-             b"PIPELINING", b"SASL PLAIN", b"IMPLEMENTATION pop3d"]
+             b"PIPELINING", b"SASL PLAIN LOGIN", b"IMPLEMENTATION pop3d"]
 
 
 def from_line(sender="sender@example.org", date="Mon Jan  1 12:00:00 2024"):

@@ -2,9 +2,10 @@
 fail2ban/jail.d/pop3d.conf) against what pop3d really logs.
 
 1. fail2ban-regex: every kind of failure (wrong password, unknown user,
-   AUTH PLAIN, APOP, the third failure, invalid commands) and what must
-   never ban (a login, a temporary failure of PAM, the summary "too many
-   failed logins", a connection), from a client named by the socket (TCP
+   AUTH PLAIN, AUTH LOGIN, APOP, the third failure, invalid commands) and
+   what must never ban (a login, a temporary failure of PAM, the summary
+   "too many failed logins", a connection, the "session end:" line that
+   ends every session), from a client named by the socket (TCP
    from 127.0.0.7 and ::1), by REMOTE_ADDR (systemd), by REMOTE_HOST
    (stunnel exec=, xinetd, IPv6), or by nothing ("local").  pop3d runs
    with -d under the harness; each line it writes to stderr is given the
@@ -128,6 +129,17 @@ def s_auth_plain(srv):
     quit_session(srv)
 
 
+def s_auth_login(srv):
+    greeting_stamp(srv)
+    for user, password in (("alice", "wrong"), ("mallory", "x")):
+        assert srv.cmd("AUTH LOGIN") == "+ VXNlcm5hbWU6"
+        assert srv.cmd(base64.b64encode(user.encode()).decode()) == \
+            "+ UGFzc3dvcmQ6"
+        assert srv.cmd(base64.b64encode(password.encode()).decode()) == \
+            AUTH_FAIL
+    quit_session(srv)
+
+
 def s_apop(srv):
     stamp = greeting_stamp(srv)
     assert stamp is not None, "no APOP timestamp in the greeting"
@@ -192,6 +204,13 @@ def write_secret_file(env, name, text, mode=0o600):
     return p
 
 
+def summary(end, user="-", left="0/0"):
+    """The summary line that ends every session (its time= made T by
+    stderr_lines): never counted, whatever the mode."""
+    return (f"session end: user={user} peer={{peer}} end={end} retr=0/0 "
+            f"top=0/0 dele=0/0 left={left} time=T", None)
+
+
 # Each case: (driver, extra pop3d options, timeout, the lines pop3d must
 # log, each with what the filter must make of it: "ban" (normal mode),
 # "aggressive" (only with mode = aggressive) or None).
@@ -204,38 +223,53 @@ def cases(env):
     conn = ("connection from {peer}", None)
     return {
         "wrong password": (s_wrong_password, [], 30, [
-            conn, ("login failed: alice from {peer}", "ban")]),
+            conn, ("login failed: alice from {peer}", "ban"),
+            summary("quit")]),
         "unknown user": (s_unknown_user, [], 30, [
-            conn, ("login failed: unknown user from {peer}", "ban")]),
+            conn, ("login failed: unknown user from {peer}", "ban"),
+            summary("quit")]),
         "AUTH PLAIN": (s_auth_plain, [], 30, [
             conn, ("login failed: alice from {peer}", "ban"),
-            ("login failed: unknown user from {peer}", "ban")]),
+            ("login failed: unknown user from {peer}", "ban"),
+            summary("quit")]),
+        "AUTH LOGIN": (s_auth_login, [], 30, [
+            conn, ("login failed: alice from {peer}", "ban"),
+            ("login failed: unknown user from {peer}", "ban"),
+            summary("quit")]),
         "APOP": (s_apop, ["-A", str(apop)], 30, [
             conn, ("login failed: alice from {peer}", "ban"),
-            ("login failed: unknown user from {peer}", "ban")]),
+            ("login failed: unknown user from {peer}", "ban"),
+            summary("quit")]),
         "too many failures": (s_three_failures, [], 30, [
             conn, ("login failed: alice from {peer}", "ban"),
             ("login failed: alice from {peer}", "ban"),
             ("login failed: alice from {peer}", "ban"),
-            ("too many failed logins from {peer}", None)]),
+            ("too many failed logins from {peer}", None),
+            summary("authfail")]),
         "invalid commands": (s_invalid_commands, [], 30, [
-            conn, ("too many invalid commands from {peer}", "ban")]),
+            conn, ("too many invalid commands from {peer}", "ban"),
+            summary("abuse")]),
         "tempfail": (s_tempfail, ["-f", str(missing)], 30, [
             conn, (why, None),
             ("login failed from {peer}: authentication unavailable", None),
             (why, None),
-            ("login failed from {peer}: authentication unavailable", None)]),
+            ("login failed from {peer}: authentication unavailable", None),
+            summary("quit")]),
         "login ok": (s_login_ok, [], 30, [
             conn, ("login ok: alice from {peer}", None),
             ("alice: 0 messages (0 octets) loaded", None),
-            ("alice: 0 (0) deleted, 0 (0) left", None)]),
+            ("alice: 0 (0) deleted, 0 (0) left", None),
+            summary("quit", user="alice")]),
         "injected name": (s_injected_name, ["-f", str(vpass)], 30, [
-            conn, (f"login failed: {INJECTED} from {{peer}}", "ban")]),
+            conn, (f"login failed: {INJECTED} from {{peer}}", "ban"),
+            summary("quit")]),
         "disconnect": (s_disconnect, [], 30, [
             conn, ("premature disconnect, before login from {peer}",
-                   "aggressive")]),
+                   "aggressive"),
+            summary("disconnect")]),
         "timeout": (s_timeout, [], 1, [
-            conn, ("timeout, before login from {peer}", "aggressive")]),
+            conn, ("timeout, before login from {peer}", "aggressive"),
+            summary("timeout")]),
     }
 
 
@@ -252,6 +286,11 @@ def stderr_lines(srv):
     for line in lines:
         assert line.startswith("pop3d: "), (line, srv.log)
     return [line[len("pop3d: "):] for line in lines]
+
+
+def without_time(line):
+    """A summary line with its duration made T, for comparisons."""
+    return re.sub(r"^(session end: .* time=)\d+\.\d{3}s$", r"\1T", line)
 
 
 def f2b_confdir(tmp):
@@ -300,10 +339,12 @@ def test_filter_matches_what_pop3d_logs(pop3d_env, peer):
         srv.wait()
         got = stderr_lines(srv)
         shown = PEERS[peer][2]
-        assert got == [t.format(peer=shown) for t, _ in want], \
+        assert [without_time(l) for l in got] == \
+            [t.format(peer=shown) for t, _ in want], \
             f"{name}: pop3d logged\n{srv.log}"
-        for text, verdict in want:
-            logged.append(syslog_line(srv.proc.pid, text.format(peer=shown)))
+        # The lines as logged, summary's time included, go to the filter.
+        for text, (_, verdict) in zip(got, want):
+            logged.append(syslog_line(srv.proc.pid, text))
             expect.append(verdict)
     logfile = env.tmp / "mail.log"
     logfile.write_text("".join(l + "\n" for l in logged))

@@ -82,7 +82,10 @@ CWRAP_NOISE = re.compile(r"[PNU]WRAP_(ERROR|WARN|DEBUG|TRACE)\[")
 LOG_OK = re.compile(r"pop3d: (connection from local|login ok: alice from "
                     r"local|alice: \d+ messages \(\d+ octets\) loaded|"
                     r"alice: \d+ \(\d+\) deleted, \d+ \(\d+\) left|"
-                    r"premature disconnect, alice from local)")
+                    r"premature disconnect, alice from local|"
+                    r"session end: user=alice peer=local "
+                    r"end=(?:quit|disconnect) retr=\d+/\d+ top=\d+/\d+ "
+                    r"dele=\d+/\d+ left=\d+/\d+ time=\d+\.\d{3}s)")
 
 
 # ---- messages -----------------------------------------------------------

@@ -53,6 +53,9 @@ def expect_clean_end(srv, pid, how):
     assert rc > 0, seen
     assert re.search(rf"pre-login process for \S+ killed by signal "
                      rf"{SIGSYS}\b", srv.log), seen
+    # And the session's one summary line, from the monitor.
+    assert len(re.findall(r"session end: user=- peer=\S+ end=error ",
+                          srv.log)) == 1, seen
     assert group_members(pid) == [], \
         f"left in the pre-login group: {group_members(pid)}\n{seen}"
     return seen

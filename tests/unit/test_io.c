@@ -1,6 +1,6 @@
 /*
- * test_io.c: the bounded line reader and the body writer (io.h), over a
- * socketpair.
+ * test_io.c: the bounded line reader, the wiping of credential bytes and
+ * the body writer (io.h), over a socketpair.
  */
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -702,6 +702,147 @@ test_body_random(void **state)
 	}
 }
 
+/* ---- credential wiping ------------------------------------------------ */
+
+/* Occurrences of needle anywhere in the io's input buffer. */
+static int
+inbuf_count(struct pair *p, const char *needle)
+{
+	const char	*buf, *q;
+	size_t		 size, n = strlen(needle), off = 0;
+	int		 count = 0;
+
+	buf = io_inbuf(p->io, &size);
+	while (off + n <= size &&
+	    (q = memmem(buf + off, size - off, needle, n)) != NULL) {
+		count++;
+		off = (size_t)(q - buf) + 1;
+	}
+	return count;
+}
+
+/* Every byte of the input buffer but the pending ones is zero. */
+static void
+assert_wiped_but_pending(struct pair *p)
+{
+	const unsigned char *buf;
+	const void	*pend;
+	size_t		 size, n, i, start;
+
+	buf = io_inbuf(p->io, &size);
+	n = io_pending(p->io, &pend);
+	start = (size_t)((const unsigned char *)pend - buf);
+	assert_true(start + n <= size);
+	for (i = 0; i < size; i++)
+		if ((i < start || i >= start + n) && buf[i] != 0)
+			fail_msg("inbuf[%zu] = 0x%02x after the wipe (pending "
+			    "%zu at %zu)", i, buf[i], n, start);
+}
+
+static void
+test_wipe_consumed(void **state)
+{
+	struct pair	*p = *state;
+	const void	*pend;
+
+	peer_send(p, "PASS hunter2-wipe\r\nSTAT\r\n", 25);
+	expect_line(p, "PASS hunter2-wipe", 17);
+	/* The line is read, yet its bytes are still in the buffer... */
+	assert_int_equal(inbuf_count(p, "hunter2-wipe"), 1);
+	io_wipe_consumed(p->io);
+	/* ...until the wipe, which leaves the pipelined STAT alone. */
+	assert_int_equal(inbuf_count(p, "hunter2-wipe"), 0);
+	assert_wiped_but_pending(p);
+	assert_int_equal(io_pending(p->io, &pend), 6);
+	assert_memory_equal(pend, "STAT\r\n", 6);
+	expect_line(p, "STAT", 4);
+	io_wipe_consumed(p->io);
+	assert_wiped_but_pending(p);
+	assert_int_equal(io_pending(p->io, &pend), 0);
+}
+
+/*
+ * A line that arrives in two reads is moved to the front of the buffer
+ * in between; the copy the move leaves behind goes too.
+ */
+static void
+test_wipe_stale_copy(void **state)
+{
+	struct pair	*p = *state;
+
+	peer_send(p, "STAT\r\nPASS stale-secret", 23);
+	expect_line(p, "STAT", 4);
+	peer_send(p, "\r\n", 2);
+	expect_line(p, "PASS stale-secret", 17);
+	/* The read copy and the one left past the end of the moved bytes. */
+	assert_int_equal(inbuf_count(p, "cret"), 2);
+	io_wipe_consumed(p->io);
+	assert_int_equal(inbuf_count(p, "cret"), 0);
+	assert_wiped_but_pending(p);
+}
+
+/* A drained over-long line ("PASS" and a long password) is wiped too. */
+static void
+test_wipe_toolong(void **state)
+{
+	struct pair	*p = *state;
+	char		 line[400];
+
+	memset(line, 'P', sizeof(line));
+	memcpy(line, "PASS ", 5);
+	memcpy(line + sizeof(line) - 2, "\r\n", 2);
+	peer_send(p, line, sizeof(line));
+	peer_send(p, "NOOP\r\n", 6);
+	expect_status(p, IO_TOOLONG);
+	assert_true(inbuf_count(p, "PPPP") > 0);
+	io_wipe_consumed(p->io);
+	assert_int_equal(inbuf_count(p, "PPPP"), 0);
+	assert_wiped_but_pending(p);
+	expect_line(p, "NOOP", 4);
+}
+
+/* Preloaded bytes (a handover) are pending until read, then wiped. */
+static void
+test_wipe_preloaded(void **state)
+{
+	struct pair	*p = *state;
+
+	assert_int_equal(io_preload(p->io, "APOP a 0123\r\nLIST\r\n", 19), 0);
+	io_wipe_consumed(p->io);
+	assert_int_equal(inbuf_count(p, "APOP a 0123"), 1);
+	expect_line(p, "APOP a 0123", 11);
+	io_wipe_consumed(p->io);
+	assert_int_equal(inbuf_count(p, "0123"), 0);
+	assert_wiped_but_pending(p);
+	expect_line(p, "LIST", 4);
+}
+
+/* io_output_octets counts what is queued, sent or not, body included. */
+static void
+test_output_octets(void **state)
+{
+	struct pair	*p = *state;
+	struct io_body	 b;
+	char		*out;
+	size_t		 len;
+
+	assert_int_equal(io_output_octets(p->io), 0);
+	assert_int_equal(io_write(p->io, "+OK\r\n", 5), IO_OK);
+	assert_int_equal(io_output_octets(p->io), 5);
+	assert_int_equal(io_flush(p->io), IO_OK);
+	assert_int_equal(io_output_octets(p->io), 5);
+	io_body_begin(&b, -1);
+	assert_int_equal(io_body_write(p->io, &b, "a\n.b\n", 5), IO_OK);
+	assert_int_equal(io_body_dot(p->io), IO_OK);
+	/* "a\r\n..b\r\n.\r\n" */
+	assert_int_equal(io_output_octets(p->io), 5 + 11);
+	assert_int_equal(io_flush(p->io), IO_OK);
+	out = peer_recv(p, &len);
+	assert_int_equal(len, 16);
+	free(out);
+	assert_int_equal(io_output_octets(p->io), 16);
+}
+
 int
 main(void)
 {
@@ -739,6 +880,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_body_splits,
 		    pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_body_random,
+		    pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_wipe_consumed,
+		    pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_wipe_stale_copy,
+		    pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_wipe_toolong,
+		    pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_wipe_preloaded,
+		    pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_output_octets,
 		    pair_setup, pair_teardown),
 	};
 

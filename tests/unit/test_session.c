@@ -1,6 +1,7 @@
 /*
- * test_session.c: command-line parsing and the POP3 dispatcher
- * (session.h), driven through session_command() over a socketpair.
+ * test_session.c: command-line parsing, the POP3 dispatcher and SASL
+ * (session.h), driven through session_command() over a socketpair, and
+ * the summary line a session ends with.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 
 #include "auth.h"
 #include "io.h"
+#include "log.h"
 #include "mbox.h"
 #include "session.h"
 #include "testutil.h"
@@ -371,7 +373,7 @@ cmd(struct conn *c, const char *line)
 #define CAPA_REPLY	"+OK Capability list follows\r\n" \
 			"TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n" \
 			"AUTH-RESP-CODE\r\nPIPELINING\r\n" \
-			"SASL PLAIN\r\nIMPLEMENTATION pop3d\r\n.\r\n"
+			"SASL PLAIN LOGIN\r\nIMPLEMENTATION pop3d\r\n.\r\n"
 
 static void
 test_greet(void **state)
@@ -1046,6 +1048,367 @@ test_transaction_open_failed(void **state)
 	    "another program\r\n");
 }
 
+/* ---- SASL: the mechanism list, PLAIN and LOGIN ----------------------- */
+
+#define ERR_SASL_BAD	"-ERR [AUTH] Invalid SASL response\r\n"
+#define ERR_CANCEL	"-ERR Authentication cancelled\r\n"
+#define ERR_CLEARTEXT	"-ERR [AUTH] Cleartext logins are refused on this " \
+			"connection; use TLS (port 995)\r\n"
+#define ASK_USER	"+ VXNlcm5hbWU6\r\n"	/* "Username:" */
+#define ASK_PASS	"+ UGFzc3dvcmQ6\r\n"	/* "Password:" */
+
+/* Queues the client's continuation lines, then runs the AUTH command. */
+static const char *
+auth_cmd(struct conn *c, const char *line, const char *cont)
+{
+	if (cont != NULL)
+		assert_int_equal(write(c->sv[1], cont, strlen(cont)),
+		    (ssize_t)strlen(cont));
+	return cmd(c, line);
+}
+
+#define EXPECT_AUTH(c, line, cont, reply) do {				\
+	const char *got_ = auth_cmd((c), (line), (cont));		\
+	if (strcmp(got_, (reply)) != 0)					\
+		fail_msg("%s: got \"%s\", want \"%s\"", (line), got_,	\
+		    (reply));						\
+} while (0)
+
+static void
+test_auth_mechanisms(void **state)
+{
+	struct conn	*c = *state;
+
+	EXPECT(c, "AUTH", "+OK Methods follow\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+	EXPECT(c, "AUTH CRAM-MD5", "-ERR Unsupported authentication "
+	    "mechanism\r\n");
+	EXPECT(c, "AUTH LOGINX", "-ERR Unsupported authentication "
+	    "mechanism\r\n");
+	assert_int_equal(c->auth.calls, 0);
+}
+
+static void
+test_auth_login_ok(void **state)
+{
+	struct conn	*c = *state;
+
+	c->auth.result = AUTH_OK;
+	/* base64 "alice", then "pass word". */
+	EXPECT_AUTH(c, "AUTH LOGIN", "YWxpY2U=\r\ncGFzcyB3b3Jk\r\n",
+	    ASK_USER ASK_PASS);
+	assert_int_equal(c->s.end, END_LOGIN);
+	assert_int_equal(c->auth.calls, 1);
+	assert_int_equal(c->auth.last.kind, AUTH_KIND_PASS);
+	assert_string_equal(c->auth.last.user, "alice");
+	assert_string_equal(c->auth.last.pass, "pass word");
+}
+
+/* The initial response is the user name: only the password is asked. */
+static void
+test_auth_login_initial(void **state)
+{
+	struct conn	*c = *state;
+
+	c->auth.result = AUTH_OK;
+	EXPECT_AUTH(c, "auth login YWxpY2U=", "c2VjcmV0\r\n", ASK_PASS);
+	assert_int_equal(c->s.end, END_LOGIN);
+	assert_string_equal(c->auth.last.user, "alice");
+	assert_string_equal(c->auth.last.pass, "secret");
+}
+
+static void
+test_auth_login_bad(void **state)
+{
+	struct conn	*c = *state;
+	char		 line[400];
+	int		 i;
+
+	c->auth.result = AUTH_OK;
+	/* "*" cancels at either prompt. */
+	EXPECT_AUTH(c, "AUTH LOGIN", "*\r\n", ASK_USER ERR_CANCEL);
+	EXPECT_AUTH(c, "AUTH LOGIN", "YWxpY2U=\r\n*\r\n",
+	    ASK_USER ASK_PASS ERR_CANCEL);
+	EXPECT_AUTH(c, "AUTH LOGIN YWxpY2U=", "*\r\n", ASK_PASS ERR_CANCEL);
+	/* An empty name ("="), bad base64, a name with a control byte. */
+	EXPECT_AUTH(c, "AUTH LOGIN", "=\r\n", ASK_USER ERR_SASL_BAD);
+	EXPECT(c, "AUTH LOGIN =", ERR_SASL_BAD);
+	EXPECT(c, "AUTH LOGIN YWxpY2U", ERR_SASL_BAD);
+	EXPECT_AUTH(c, "AUTH LOGIN", "!!!!\r\n", ASK_USER ERR_SASL_BAD);
+	EXPECT(c, "AUTH LOGIN YQli", ERR_SASL_BAD);		/* "a\tb" */
+	/* A password holding a NUL; a NUL on the wire. */
+	EXPECT_AUTH(c, "AUTH LOGIN YWxpY2U=", "YQBi\r\n",	/* "a\0b" */
+	    ASK_PASS ERR_SASL_BAD);
+	peer_send(c, "YWJj\0\r\n", 7);
+	EXPECT(c, "AUTH LOGIN YWxpY2U=", ASK_PASS ERR_SASL_BAD);
+	/* A name of AUTH_NAME_MAX - 1 octets is the longest. */
+	line[0] = '\0';
+	for (i = 0; i < 85; i++)
+		strcat(line, "YWFh");			/* "aaa" */
+	EXPECT_AUTH(c, "AUTH LOGIN", fmt("%sYQ==\r\n", line),
+	    ASK_USER ERR_SASL_BAD);			/* 256 octets */
+	EXPECT_AUTH(c, "AUTH LOGIN", fmt("%s\r\n*\r\n", line),
+	    ASK_USER ASK_PASS ERR_CANCEL);		/* 255 */
+	assert_int_equal(c->auth.calls, 0);
+	assert_int_equal(c->s.end, END_NONE);
+	/* An empty password ("=") is a password, checked like PASS's. */
+	c->auth.result = AUTH_FAIL;
+	EXPECT_AUTH(c, "AUTH LOGIN YWxpY2U=", "=\r\n", ASK_PASS ERR_AUTH);
+	assert_int_equal(c->auth.calls, 1);
+	assert_string_equal(c->auth.last.pass, "");
+}
+
+/* One failure per exchange, as PASS and PLAIN count them. */
+static void
+test_auth_login_fails(void **state)
+{
+	struct conn	*c = *state;
+
+	c->auth.result = AUTH_FAIL;
+	EXPECT_AUTH(c, "AUTH LOGIN", "YWxpY2U=\r\neA==\r\n",
+	    ASK_USER ASK_PASS ERR_AUTH);
+	EXPECT_AUTH(c, "AUTH LOGIN YWxpY2U=", "eA==\r\n", ASK_PASS ERR_AUTH);
+	assert_int_equal(c->s.end, END_NONE);
+	EXPECT_AUTH(c, "AUTH PLAIN", "AGFsaWNlAHg=\r\n", "+ \r\n"
+	    ERR_AUTH_LAST);
+	assert_int_equal(c->s.end, END_AUTHFAIL);
+	assert_int_equal(c->auth.calls, 3);
+	assert_int_equal(c->s.tally.fails, 3);
+}
+
+static void
+test_auth_login_eof(void **state)
+{
+	struct conn	*c = *state;
+
+	c->auth.result = AUTH_OK;
+	assert_int_equal(write(c->sv[1], "YWxpY2U=\r\n", 10), 10);
+	assert_int_equal(shutdown(c->sv[1], SHUT_WR), 0);
+	EXPECT(c, "AUTH LOGIN", ASK_USER ASK_PASS ERR_CANCEL);
+	assert_int_equal(c->s.end, END_EOF);
+	assert_int_equal(c->auth.calls, 0);
+}
+
+/* -c without protection: LOGIN is refused like PLAIN and USER. */
+static void
+test_auth_cleartext_refused(void **state)
+{
+	struct conn	*c = *state;
+
+	c->s.cleartext_ok = 0;
+	EXPECT(c, "AUTH", "+OK Methods follow\r\n.\r\n");
+	EXPECT(c, "AUTH LOGIN", ERR_CLEARTEXT);
+	EXPECT(c, "AUTH LOGIN YWxpY2U=", ERR_CLEARTEXT);
+	EXPECT(c, "AUTH PLAIN", ERR_CLEARTEXT);
+	EXPECT(c, "CAPA", "+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
+	    "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+	    "IMPLEMENTATION pop3d\r\n.\r\n");
+	assert_int_equal(c->auth.calls, 0);
+}
+
+/* Count of needle in the io's whole input buffer. */
+static int
+inbuf_has(struct conn *c, const char *needle)
+{
+	const char	*buf;
+	size_t		 size;
+
+	buf = io_inbuf(c->io, &size);
+	return memmem(buf, size, needle, strlen(needle)) != NULL;
+}
+
+/* No credential line stays in the io's input buffer once it is used. */
+static void
+test_credentials_wiped(void **state)
+{
+	static const char in[] = "USER alice\r\nPASS pw-one\r\n"
+	    "APOP alice 0123456789abcdef0123456789abcdef\r\n"
+	    "AUTH LOGIN YWxpY2U=\r\ncHctdHdv\r\n"	/* "pw-two" */
+	    "AUTH PLAIN\r\nAGFsaWNlAHB3LXRocmVl\r\n";	/* "pw-three" */
+	struct conn	*c = *state;
+
+	c->auth.result = AUTH_FAIL;
+	c->s.apop_stamp = "<1.2@example.org>";
+	peer_send(c, in, sizeof(in) - 1);
+	peer_send(c, "NOOP\r\n", 6);
+	assert_int_equal(session_authorization(&c->s), END_AUTHFAIL);
+	assert_int_equal(c->auth.calls, 4 - 1);	/* the third failure ends */
+	assert_false(inbuf_has(c, "pw-one"));
+	assert_false(inbuf_has(c, "0123456789abcdef"));
+	assert_false(inbuf_has(c, "cHctdHdv"));
+	assert_false(inbuf_has(c, "PASS"));
+	/* What was not read yet is still there. */
+	assert_true(inbuf_has(c, "AGFsaWNlAHB3LXRocmVl"));
+}
+
+/* ---- the summary line ------------------------------------------------- */
+
+static void
+test_escape(void **state)
+{
+	char	 buf[64], small[8];
+
+	(void)state;
+	assert_string_equal(session_escape(buf, sizeof(buf), "alice"),
+	    "alice");
+	assert_string_equal(session_escape(buf, sizeof(buf),
+	    "x from 10.9.9.9"), "x%20from%2010.9.9.9");
+	assert_string_equal(session_escape(buf, sizeof(buf),
+	    "100%\x7f\xc3\xa9=ok"), "100%25%7F%C3%A9=ok");
+	assert_string_equal(session_escape(buf, sizeof(buf), ""), "");
+	/* Truncated to fit, never in the middle of an escape. */
+	assert_string_equal(session_escape(small, sizeof(small), "ab cde"),
+	    "ab%20cd");
+	assert_string_equal(session_escape(small, sizeof(small), "abcde f"),
+	    "abcde");
+}
+
+static void
+test_end_names(void **state)
+{
+	int	 i, j;
+
+	(void)state;
+	for (i = 0; i < END_MAX; i++) {
+		assert_non_null(session_end_name[i]);
+		assert_true(strlen(session_end_name[i]) > 0);
+		assert_null(strchr(session_end_name[i], ' '));
+		for (j = 0; j < i; j++)
+			assert_string_not_equal(session_end_name[i],
+			    session_end_name[j]);
+	}
+}
+
+/* What session_log_summary logs (to stderr, which is captured). */
+static char *
+summary(struct conn *c, enum session_end end, const char *peer)
+{
+	char	*out;
+	size_t	 len;
+	FILE	*f;
+	int	 saved;
+
+	assert_non_null(f = tmpfile());
+	saved = dup(STDERR_FILENO);
+	assert_true(saved != -1);
+	fflush(stderr);
+	assert_int_equal(dup2(fileno(f), STDERR_FILENO), STDERR_FILENO);
+	session_log_summary(&c->s, end, peer);
+	fflush(stderr);
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	rewind(f);
+	out = tu_read_fd(fileno(f), &len);
+	fclose(f);
+	assert_non_null(out);
+	return out;
+}
+
+/* The line, its time= replaced by "T", for comparisons. */
+static char *
+summary_untimed(struct conn *c, enum session_end end, const char *peer)
+{
+	char	*out = summary(c, end, peer), *t;
+	size_t	 n;
+
+	t = strstr(out, " time=");
+	assert_non_null(t);
+	t += 6;
+	n = strspn(t, "0123456789");
+	assert_true(n > 0 && t[n] == '.');
+	assert_int_equal(strspn(t + n + 1, "0123456789"), 3);
+	assert_string_equal(t + n + 4, "s\n");
+	strcpy(t, "T\n");
+	return out;
+}
+
+static void
+test_summary_before_login(void **state)
+{
+	struct conn	*c = *state;
+	char		*l;
+
+	l = summary_untimed(c, END_TIMEOUT, "192.0.2.7");
+	assert_string_equal(l, "test_session: session end: user=- "
+	    "peer=192.0.2.7 end=timeout retr=0/0 top=0/0 dele=0/0 left=0/0 "
+	    "time=T\n");
+	free(l);
+	l = summary_untimed(c, END_AUTHFAIL, "2001:db8::1");
+	assert_non_null(strstr(l, " peer=2001:db8::1 end=authfail "));
+	free(l);
+	/* A peer name with a space could not pass for two fields. */
+	l = summary_untimed(c, END_EOF, "a b");
+	assert_non_null(strstr(l, " peer=a%20b end=disconnect "));
+	free(l);
+}
+
+/* RETR and TOP counts and octets, a commit's deletions, what is left. */
+static void
+test_summary_counts(void **state)
+{
+	struct conn	*c = *state;
+	struct msgs	 m;
+	char		*src, *l, *want;
+	size_t		 src_len, top_len;
+
+	load_expect("simple", &m);
+	assert_int_equal(m.n, 3);
+	src = tu_read_file(fmt("%s/simple.mbox", tu_fixtures_dir()),
+	    &src_len);
+	assert_non_null(src);
+	c->dir = tu_mkdtemp();
+	if (asprintf(&c->path, "%s/mbox", c->dir) == -1)
+		abort();
+	assert_int_equal(tu_write_file(c->path, src, src_len), 0);
+	free(src);
+	assert_int_equal(maildrop_open(c->path, NULL, &c->mb), MAILDROP_OK);
+	c->s.state = STATE_TRANSACTION;
+	c->s.maildrop = c->mb;
+	c->s.login = "al ice";
+	/* Before any command: everything is left, nothing sent. */
+	l = summary_untimed(c, END_EOF, "local");
+	assert_string_equal(l, fmt("test_session: session end: user=al%%20ice "
+	    "peer=local end=disconnect retr=0/0 top=0/0 dele=0/0 "
+	    "left=3/%zu time=T\n", m.total));
+	free(l);
+	cmd(c, "RETR 1");
+	cmd(c, "RETR 2");
+	cmd(c, "TOP 3 0");
+	top_len = tu_top_len(m.eml[2], m.len[2], 0);
+	cmd(c, "RETR 9");			/* not sent: not counted */
+	EXPECT(c, "DELE 2", "+OK Message 2 deleted\r\n");
+	/* Marked, not committed: nothing is deleted yet. */
+	l = summary_untimed(c, END_TIMEOUT, "local");
+	want = fmt("retr=2/%zu top=1/%zu dele=0/0 left=3/%zu ",
+	    m.len[0] + m.len[1], top_len, m.total);
+	if (strstr(l, want) == NULL)
+		fail_msg("%s lacks %s", l, want);
+	free(l);
+	EXPECT(c, "QUIT", "+OK pop3d signing off (2 messages left)\r\n");
+	l = summary_untimed(c, END_QUIT, "local");
+	want = fmt("end=quit retr=2/%zu top=1/%zu dele=1/%zu left=2/%zu ",
+	    m.len[0] + m.len[1], top_len, m.len[1], m.len[0] + m.len[2]);
+	if (strstr(l, want) == NULL)
+		fail_msg("%s lacks %s", l, want);
+	free(l);
+	free_msgs(&m);
+}
+
+/* A QUIT whose deletions could not be written ends in an error. */
+static void
+test_summary_commit_failed(void **state)
+{
+	struct conn	*c = *state;
+	char		*l;
+
+	enter_transaction(c, "simple");
+	EXPECT(c, "DELE 1", "+OK Message 1 deleted\r\n");
+	EXPECT(c, "QUIT", "-ERR [SYS/PERM] Mailbox is read-only\r\n");
+	l = summary_untimed(c, END_QUIT, "local");
+	assert_non_null(strstr(l, " end=error "));
+	assert_non_null(strstr(l, " dele=0/0 left=3/"));
+	free(l);
+}
+
 #define T(f)	cmocka_unit_test_setup_teardown(f, conn_setup, conn_teardown)
 
 int
@@ -1092,8 +1455,22 @@ main(void)
 		T(test_authorization_fails),
 		T(test_transaction_loop),
 		T(test_transaction_open_failed),
+		T(test_auth_mechanisms),
+		T(test_auth_login_ok),
+		T(test_auth_login_initial),
+		T(test_auth_login_bad),
+		T(test_auth_login_fails),
+		T(test_auth_login_eof),
+		T(test_auth_cleartext_refused),
+		T(test_credentials_wiped),
+		cmocka_unit_test(test_escape),
+		cmocka_unit_test(test_end_names),
+		T(test_summary_before_login),
+		T(test_summary_counts),
+		T(test_summary_commit_failed),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	log_init("test_session", 1, 0);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
