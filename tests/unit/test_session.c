@@ -1360,7 +1360,7 @@ test_summary_counts(void **state)
 		abort();
 	assert_int_equal(tu_write_file(c->path, src, src_len), 0);
 	free(src);
-	assert_int_equal(maildrop_open(c->path, NULL, &c->mb), MAILDROP_OK);
+	assert_int_equal(maildrop_open(c->path, c->dir, NULL, &c->mb), MAILDROP_OK);
 	c->s.state = STATE_TRANSACTION;
 	c->s.maildrop = c->mb;
 	c->s.login = "al ice";
