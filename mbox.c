@@ -11,6 +11,7 @@
  */
 #include <sys/types.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -154,6 +155,30 @@ mbox_state_create(struct maildrop *mb, const char *name)
 	return fd;
 }
 
+int
+mbox_on_netfs(int fd)
+{
+	static const unsigned long shared[] = {
+		0x6969,		/* NFS */
+		0x65735546,	/* FUSE: GlusterFS, and others */
+		0xff534d42,	/* CIFS */
+		0xfe534d42,	/* SMB2 */
+		0x00c36400,	/* Ceph */
+		0x01161970,	/* GFS2 */
+		0x7461636f,	/* OCFS2 */
+		0x5346414f,	/* AFS */
+	};
+	struct statfs	 fs;
+	size_t		 i;
+
+	if (fstatfs(fd, &fs) == -1)
+		return 1;	/* unknown: assume the cautious case */
+	for (i = 0; i < sizeof(shared) / sizeof(shared[0]); i++)
+		if ((unsigned long)fs.f_type == shared[i])
+			return 1;
+	return 0;
+}
+
 /* Opens the mailbox file as the user; refuses what is not plainly theirs. */
 static enum maildrop_status
 mbox_open_file(struct maildrop *mb)
@@ -187,6 +212,7 @@ mbox_open_file(struct maildrop *mb)
 		return MAILDROP_BADFILE;
 	}
 	(void)fcntl(mb->fd, F_SETFL, fcntl(mb->fd, F_GETFL) & ~O_NONBLOCK);
+	mb->netfs = mbox_on_netfs(mb->fd);
 	mb->dev = sb.st_dev;
 	mb->ino = sb.st_ino;
 	ino = (uintmax_t)sb.st_ino;
@@ -260,7 +286,7 @@ maildrop_open(const char *path, const char *statedir,
 	mb->table_source = source;
 	mb->parsed_ctime = sb.st_ctim;
 	mb->parsed_mtime = sb.st_mtim;
-	mb->settled = mbox_ctime_settled(&sb, &now);
+	mb->settled = mbox_ctime_settled(&sb, &now, mb->netfs);
 	if (source != MBOX_TABLE_INDEX)
 		mbox_idx_save(mb, &sb);
 	*mb_r = mb;

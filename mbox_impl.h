@@ -78,6 +78,12 @@ struct maildrop {
 	struct timespec		 parsed_ctime;	/* of the file as parsed */
 	struct timespec		 parsed_mtime;
 	int			 settled;	/* ctime told changes apart */
+	/*
+	 * On a file system other hosts write to (NFS, FUSE/GlusterFS, CIFS,
+	 * Ceph, GFS2, OCFS2): times come from other clocks, and a PID in a
+	 * dotlock may be another host's.  See mbox_on_netfs().
+	 */
+	int			 netfs;
 	size_t			 nhidden;	/* 1 when msgs[0] is hidden */
 	struct maildrop_hooks	 hooks;
 	int			 dotlocked;
@@ -124,6 +130,9 @@ header_is(const struct line *l, const char *name)
 
 	return l->hlen > n && strncasecmp(l->head, name, n) == 0;
 }
+
+/* Is fd on a file system that other hosts may share? */
+int		 mbox_on_netfs(int fd);
 
 /* Has the file kept the mtime and ctime it had (every write moves them)? */
 static inline int
@@ -296,13 +305,14 @@ int		 mbox_journal_pending(struct maildrop *mb);
  * last message loaded and *resume_r where parsing goes on.
  * mbox_idx_save() runs after a parse; mbox_idx_drop() after a commit.
  * mbox_ctime_settled(): was the change sb records far enough before now
- * that any later change gets a later ctime?
+ * that any later change gets a later ctime (netfs: allowing for other
+ * hosts' clocks)?
  */
 enum mbox_table_source mbox_idx_load(struct maildrop *mb,
 		    const struct stat *sb, off_t *resume_r);
 void		 mbox_idx_save(struct maildrop *mb, const struct stat *sb);
 void		 mbox_idx_drop(struct maildrop *mb);
 int		 mbox_ctime_settled(const struct stat *sb,
-		    const struct timespec *now);
+		    const struct timespec *now, int netfs);
 
 #endif

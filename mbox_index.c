@@ -39,6 +39,7 @@
 #define IDX_MIN		(4 * 1024 * 1024) /* smaller mailboxes parse in < 1 ms */
 #define IDX_SAMPLES	64		/* messages re-checked when mail was added */
 #define IDX_SETTLE_MS	50		/* a change this recent may share our ctime */
+#define IDX_SKEW_MS	2000		/* clocks of hosts sharing a spool: 1 s, twice */
 
 struct idx_hdr {
 	char		 magic[8];
@@ -153,16 +154,21 @@ out:
 /*
  * Was the file's last change (sb) far enough before now, a time the
  * locks were still held, that any later change gets a later ctime?
- * (The kernel stamps ctime from a coarse clock.)
+ * (The kernel stamps ctime from a coarse clock.)  On a shared file
+ * system the ctime was stamped by another clock (the file server's, or
+ * with GlusterFS's ctime feature the writing client's): hosts are asked
+ * to keep their clocks within IDX_SKEW_MS, and the change must be older
+ * than that too.  A ctime ahead of our clock is never settled.
  */
 int
-mbox_ctime_settled(const struct stat *sb, const struct timespec *now)
+mbox_ctime_settled(const struct stat *sb, const struct timespec *now,
+    int netfs)
 {
 	int64_t	 age_ms;
 
 	age_ms = (int64_t)(now->tv_sec - sb->st_ctim.tv_sec) * 1000 +
 	    (now->tv_nsec - sb->st_ctim.tv_nsec) / 1000000;
-	return age_ms >= IDX_SETTLE_MS;
+	return age_ms >= IDX_SETTLE_MS + (netfs ? IDX_SKEW_MS : 0);
 }
 
 /*

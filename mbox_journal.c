@@ -621,9 +621,10 @@ verify_unchanged(struct maildrop *mb, size_t from, off_t *size_r)
 	/*
 	 * Not written to since the parse (same size and times, which every
 	 * write moves): nothing to re-check.  Else re-check every message
-	 * the commit moves or deletes.
+	 * the commit moves or deletes.  On a shared file system always: its
+	 * times come from other hosts' clocks and may be cached.
 	 */
-	if (mb->settled && sb.st_size == mb->parsed_size &&
+	if (mb->settled && !mb->netfs && sb.st_size == mb->parsed_size &&
 	    same_times(&sb, &mb->parsed_mtime, &mb->parsed_ctime))
 		from = mb->nmsgs;
 	for (i = from; i < mb->nmsgs; i++) {

@@ -100,7 +100,15 @@ mbox_lock(struct maildrop *mb)
 				mbox_dotlock_refresh(mb);
 				return MAILDROP_OK;
 			}
-			r = lockfile_create(mb->lockpath, 0, L_PID);
+			/*
+			 * L_PID: a lock whose process is gone is stale at
+			 * once.  Not on a shared file system, where the PID
+			 * may be another host's: there a lock is stale by
+			 * age (liblockfile's 5 minutes; ours is touched every
+			 * DOTLOCK_REFRESH seconds).
+			 */
+			r = lockfile_create(mb->lockpath, 0,
+			    mb->netfs ? 0 : L_PID);
 			if (r == L_SUCCESS) {
 				mb->dotlocked = 1;
 				mb->dotlock_time = time(NULL);

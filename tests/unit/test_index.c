@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "mbox.h"
+#include "mbox_impl.h"
 #include "testutil.h"
 
 static char	*scratch;
@@ -371,6 +372,49 @@ teardown(void **unused)
 	return 0;
 }
 
+/*
+ * A change is settled once it is old enough that a later one gets a later
+ * ctime; on a shared file system, old enough for other hosts' clocks too
+ * (up to a second apart), and a ctime ahead of ours never is.
+ */
+static void
+test_settled_allows_for_other_clocks(void **state)
+{
+	struct stat	 sb;
+	struct timespec	 now = { 1700000000, 500000000 };
+
+	(void)state;
+	memset(&sb, 0, sizeof(sb));
+	sb.st_ctim = now;
+	sb.st_ctim.tv_sec -= 1;			/* a second ago */
+	assert_true(mbox_ctime_settled(&sb, &now, 0));
+	assert_false(mbox_ctime_settled(&sb, &now, 1));
+	sb.st_ctim.tv_sec -= 2;			/* three seconds ago */
+	assert_true(mbox_ctime_settled(&sb, &now, 1));
+	sb.st_ctim = now;
+	sb.st_ctim.tv_nsec -= 10000000;		/* 10 ms ago */
+	assert_false(mbox_ctime_settled(&sb, &now, 0));
+	sb.st_ctim = now;
+	sb.st_ctim.tv_sec += 1;			/* a clock ahead of ours */
+	assert_false(mbox_ctime_settled(&sb, &now, 0));
+	assert_false(mbox_ctime_settled(&sb, &now, 1));
+}
+
+/* The file systems other hosts share are told from local ones. */
+static void
+test_netfs_detection(void **state)
+{
+	int	 fd;
+
+	(void)state;
+	/* /proc is neither local disk nor shared: not in the list. */
+	assert_true((fd = open("/proc/self/status", O_RDONLY)) != -1);
+	assert_false(mbox_on_netfs(fd));
+	close(fd);
+	/* A descriptor fstatfs() refuses: the cautious answer. */
+	assert_true(mbox_on_netfs(-1));
+}
+
 int
 main(void)
 {
@@ -383,6 +427,8 @@ main(void)
 		cmocka_unit_test(test_grown_rewrite),
 		cmocka_unit_test(test_bad_index_ignored),
 		cmocka_unit_test(test_commit_drops_index),
+		cmocka_unit_test(test_settled_allows_for_other_clocks),
+		cmocka_unit_test(test_netfs_detection),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
