@@ -18,6 +18,9 @@
  *    the harness's.  A model of the monitor's rules predicts every check
  *    (and its request), every PS_RESULT sent back, and the outcome: no
  *    more checks than the tally allows, and no login without a handover.
+ * 4. As the monitor's answer to the pre-login side's ps_child_authenticate
+ *    (its status only if it is a good PS_RESULT, else TEMPFAIL, and the
+ *    request wiped), and as the unread input ps_child_handover sends.
  */
 #include <sys/socket.h>
 
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "io.h"
 #include "log.h"
 #include "privsep.h"
 
@@ -494,11 +498,63 @@ monitor_dialogue(const uint8_t *data, size_t size)
 	assert_empty();
 }
 
+/* Part 4: the pre-login side of the dialogue. */
+static void
+child_side(const uint8_t *data, size_t size)
+{
+	static const char user[] = "alice", pass[] = "secret";
+	struct auth_request rq;
+	enum auth_status want_st;
+	struct io	*io;
+	const uint8_t	*lf;
+	char		 line[256];
+	size_t		 n, len, skip = 0;
+	int		 fd = sv[0];
+
+	n = size < ONE_MAX ? size : ONE_MAX;
+	/* The answer waits before the question is asked: no second thread. */
+	send_all(data, n);
+	want_st = expect_record(data, n, &want) == 1 &&
+	    want.type == PS_RESULT ? want.status : AUTH_TEMPFAIL;
+	memset(&rq, 0, sizeof(rq));
+	rq.kind = AUTH_KIND_PASS;
+	memcpy(rq.user, user, sizeof(user));
+	memcpy(rq.pass, pass, sizeof(pass));
+	if (ps_child_authenticate(&fd, &rq) != want_st ||
+	    !all_zero(&rq, sizeof(rq)))
+		abort();
+	if (recv(sv[1], raw, sizeof(raw), MSG_TRUNC) != 16 + 5 + 6 ||
+	    expect_record(raw, 16 + 5 + 6, &want) != 1 ||
+	    want.type != PS_AUTH || strcmp(want.req.user, user) != 0 ||
+	    strcmp(want.req.pass, pass) != 0)
+		abort();
+	assert_empty();
+
+	/* The handover: what the dialogue left unread, and only that. */
+	n = size < IO_INBUF_SIZE ? size : IO_INBUF_SIZE;
+	if ((io = io_new(sv[0], sv[0], 5)) == NULL ||
+	    io_preload(io, data, n) != 0)
+		abort();
+	if ((lf = memchr(data, '\n', n)) != NULL) {
+		skip = (size_t)(lf - data) + 1;
+		(void)io_getline(io, line, sizeof(line), sizeof(line) - 1,
+		    &len);
+	}
+	if (ps_child_handover(sv[0], io) != 0 ||
+	    recv(sv[1], raw, sizeof(raw), MSG_TRUNC) !=
+	    (ssize_t)(4 + n - skip) || rd32(raw) != W_HANDOVER ||
+	    memcmp(raw + 4, data + skip, n - skip) != 0)
+		abort();
+	io_free(io);
+	assert_empty();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	one_packet(data, size);
 	senders(data, size);
 	monitor_dialogue(data, size);
+	child_side(data, size);
 	return 0;
 }

@@ -24,6 +24,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -52,7 +53,9 @@ static const char b64chars[] =
 static int		 in_fd = -1, out_fd = -1;
 static char		 stream[STREAM_MAX];
 static size_t		 slen;
-static unsigned char	 dec[CONT_MAX], mapped[STREAM_MAX];
+static unsigned char	 dec[CONT_MAX], dec2[CONT_MAX], mapped[STREAM_MAX];
+/* Does this session.c offer LOGIN (asked once, as a client would)? */
+static int		 have_login;
 
 /* What the checker is expected to see, and what it saw. */
 static struct auth_request want_req[CALLS_MAX];
@@ -64,19 +67,6 @@ syslog(int pri, const char *fmt, ...)
 {
 	(void)pri;
 	(void)fmt;
-}
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	log_init("fuzz", 0, 0);
-	in_fd = memfd_create("client", 0);
-	out_fd = open("/dev/null", O_WRONLY);
-	if (in_fd == -1 || out_fd == -1)
-		abort();
-	return 0;
 }
 
 /* ---- the reference decoder ----------------------------------------- */
@@ -269,6 +259,36 @@ model_bad(struct model *m)
 		m->end = END_ABUSE;
 }
 
+/* A request that reaches the checker, and what the tally makes of it. */
+static void
+model_check(struct model *m, const unsigned char *user, size_t ul,
+    const unsigned char *pass, size_t pl)
+{
+	struct auth_request *rq;
+	enum auth_status st;
+
+	if (want_calls >= CALLS_MAX)
+		abort();	/* the model's own tally failed */
+	rq = &want_req[want_calls++];
+	memset(rq, 0, sizeof(*rq));
+	rq->kind = AUTH_KIND_PASS;
+	memcpy(rq->user, user, ul);
+	memcpy(rq->pass, pass, pl);
+	st = verdict(rq->pass);
+	if (st == AUTH_OK) {
+		m->end = END_LOGIN;
+		return;
+	}
+	if (st == AUTH_FAIL)
+		m->tally.fails++;
+	else
+		m->tally.tempfails++;
+	if (m->tally.fails >= AUTH_MAX_FAILS)
+		m->end = END_AUTHFAIL;
+	else if (m->tally.tempfails >= AUTH_MAX_TEMPFAILS)
+		m->end = END_TEMPFAIL;
+}
+
 /*
  * A PLAIN response as text: RFC 4616's message is authzid NUL authcid
  * NUL passwd, two NULs exactly; the authzid empty or the authcid itself.
@@ -276,11 +296,9 @@ model_bad(struct model *m)
 static void
 model_plain(struct model *m, const unsigned char *t, size_t n)
 {
-	struct auth_request *rq;
 	const unsigned char *nul1, *nul2;
 	size_t		 zl, cl, pl, i, nuls = 0;
 	long		 k;
-	enum auth_status st;
 
 	if ((n == 1 && t[0] == '=') || (k = ref_decode(t, n, dec)) < 0) {
 		model_bad(m);
@@ -302,26 +320,58 @@ model_plain(struct model *m, const unsigned char *t, size_t n)
 		model_bad(m);
 		return;
 	}
-	if (want_calls >= CALLS_MAX)
-		abort();	/* the model's own tally failed */
-	rq = &want_req[want_calls++];
-	memset(rq, 0, sizeof(*rq));
-	rq->kind = AUTH_KIND_PASS;
-	memcpy(rq->user, nul1 + 1, cl);
-	memcpy(rq->pass, nul2 + 1, pl);
-	st = verdict(rq->pass);
-	if (st == AUTH_OK) {
-		m->end = END_LOGIN;
+	model_check(m, nul1 + 1, cl, nul2 + 1, pl);
+}
+
+/*
+ * One step of LOGIN: 1 and the decoded response in out (*k bytes), or 0
+ * when the step fails (cancelled, too long, bad base64).  "=" is the
+ * empty response.
+ */
+static int
+login_step(int ir, const unsigned char *t, size_t n, unsigned char *out,
+    long *k)
+{
+	if (!ir && ((n == 1 && t[0] == '*') || n > CONT_MAX))
+		return 0;
+	if (n == 1 && t[0] == '=') {
+		*k = 0;
+		return 1;
+	}
+	return (*k = ref_decode(t, n, out)) >= 0;
+}
+
+/*
+ * "AUTH LOGIN", the user name u as initial response (ir) or on its
+ * line, then the password p on its line: the password is asked for only
+ * after a good name, so only then is it sent.
+ */
+static void
+sasl_login_model(struct model *m, int ir, const unsigned char *u, size_t un,
+    const unsigned char *p, size_t pn)
+{
+	long	 uk, pk;
+
+	if (ir) {
+		put("AUTH LOGIN ", 11);
+		put_line(u, un);
+	} else {
+		put_line("AUTH LOGIN", 10);
+		if (m->cleartext)
+			put_line(u, un);
+	}
+	if (!m->cleartext || !login_step(ir, u, un, dec, &uk) ||
+	    !name_ok(dec, (size_t)uk)) {
+		model_bad(m);
 		return;
 	}
-	if (st == AUTH_FAIL)
-		m->tally.fails++;
-	else
-		m->tally.tempfails++;
-	if (m->tally.fails >= AUTH_MAX_FAILS)
-		m->end = END_AUTHFAIL;
-	else if (m->tally.tempfails >= AUTH_MAX_TEMPFAILS)
-		m->end = END_TEMPFAIL;
+	put_line(p, pn);
+	if (!login_step(0, p, pn, dec2, &pk) || pk >= AUTH_PASS_MAX ||
+	    memchr(dec2, '\0', (size_t)pk) != NULL) {
+		model_bad(m);
+		return;
+	}
+	model_check(m, dec, (size_t)uk, dec2, (size_t)pk);
 }
 
 /*
@@ -330,7 +380,7 @@ model_plain(struct model *m, const unsigned char *t, size_t n)
  * asked for, so it is not sent.
  */
 static void
-auth_plain(struct model *m, int ir, const unsigned char *t, size_t n)
+sasl_plain_model(struct model *m, int ir, const unsigned char *t, size_t n)
 {
 	if (ir) {
 		put("AUTH PLAIN ", 11);
@@ -351,9 +401,70 @@ auth_plain(struct model *m, int ir, const unsigned char *t, size_t n)
 }
 
 /*
+ * A LOGIN record: the payload's first byte says where the name ends and
+ * the password begins; the forms are PLAIN's.
+ */
+static void
+login_record(struct model *m, uint8_t f, const uint8_t *p, size_t len)
+{
+	static const unsigned char alice[] = "YWxpY2U=", star[] = "*",
+	    empty[] = "=";
+	unsigned char	*u = mapped, *pw = mapped + 2 * POP3_SASL_MAX;
+	size_t		 k = 0, un, pn, umax;
+	int		 ir = f % 2 == 0, second = (f & 0x20) != 0;
+
+	switch (f % 8) {
+	case 0:
+	case 1:
+	case 2:
+	case 3:
+		if (len > 0) {
+			k = p[0];
+			p++;
+			len--;
+		}
+		k = k < len ? k : len;
+		umax = ir ? IR_MAX : CONT_MAX;
+		if (f % 8 < 2) {
+			un = b64_encode(p, k < umax / 4 * 3 ? k : umax / 4 * 3,
+			    u);
+			pn = len - k < CONT_MAX / 4 * 3 ? len - k :
+			    CONT_MAX / 4 * 3;
+			pn = b64_encode(p + k, pn, pw);
+		} else {
+			un = k < umax ? k : umax;
+			map_b64(p, un, u);
+			pn = len - k < CONT_MAX ? len - k : CONT_MAX;
+			map_b64(p + k, pn, pw);
+		}
+		sasl_login_model(m, ir, u, un, pw, pn);
+		break;
+	case 4:		/* cancelled at the name, or at the password */
+		if (second)
+			sasl_login_model(m, 0, alice, 8, star, 1);
+		else
+			sasl_login_model(m, 0, star, 1, NULL, 0);
+		break;
+	case 5:		/* a name or a password too long */
+		memset(pw, 'A', CONT_MAX + 1);
+		if (second)
+			sasl_login_model(m, 0, alice, 8, pw, CONT_MAX + 1);
+		else
+			sasl_login_model(m, 0, pw, CONT_MAX + 1, NULL, 0);
+		break;
+	case 6:		/* an empty name, or an empty password */
+		if (second)
+			sasl_login_model(m, 0, alice, 8, empty, 1);
+		else
+			sasl_login_model(m, 0, empty, 1, NULL, 0);
+		break;
+	}
+}
+
+/*
  * Turns the records of the input into a client stream and predicts the
  * session.  A record: form byte f, length byte (times 8 when f & 0x10),
- * payload.
+ * payload; f & 0x40 makes it LOGIN where this session.c has LOGIN.
  */
 static enum session_end
 script(const uint8_t *data, size_t size, int cleartext)
@@ -372,29 +483,34 @@ script(const uint8_t *data, size_t size, int cleartext)
 			len *= 8;
 		if (len > size - off)
 			len = size - off;
+		if ((f & 0x40) && have_login && f % 8 != 7) {
+			login_record(&m, f, data + off, len);
+			off += len;
+			continue;
+		}
 		switch (f % 8) {
 		case 0:		/* initial response, well encoded */
 		case 1:		/* continuation, well encoded */
 			n = (f % 8 == 0 ? IR_MAX : CONT_MAX) / 4 * 3;
 			n = b64_encode(data + off, len < n ? len : n, t);
-			auth_plain(&m, f % 8 == 0, t, n);
+			sasl_plain_model(&m, f % 8 == 0, t, n);
 			break;
 		case 2:		/* initial response, any base64 text */
 		case 3:		/* continuation, any base64 text */
 			n = f % 8 == 2 ? IR_MAX : CONT_MAX;
 			n = len < n ? len : n;
 			map_b64(data + off, n, t);
-			auth_plain(&m, f % 8 == 2, t, n);
+			sasl_plain_model(&m, f % 8 == 2, t, n);
 			break;
 		case 4:		/* cancelled */
-			auth_plain(&m, 0, (const unsigned char *)"*", 1);
+			sasl_plain_model(&m, 0, (const unsigned char *)"*", 1);
 			break;
 		case 5:		/* one too long */
 			memset(t, 'A', CONT_MAX + 1);
-			auth_plain(&m, 0, t, CONT_MAX + 1);
+			sasl_plain_model(&m, 0, t, CONT_MAX + 1);
 			break;
 		case 6:		/* the empty response, "=" */
-			auth_plain(&m, (f & 0x20) != 0,
+			sasl_plain_model(&m, (f & 0x20) != 0,
 			    (const unsigned char *)"=", 1);
 			break;
 		case 7:
@@ -439,13 +555,17 @@ free_stream(const uint8_t *data, size_t size)
 		n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
 		if (n + 16 > sizeof(stream) - slen)
 			break;
-		switch (n > 0 ? p[0] % 3 : 2) {
+		switch (n > 0 ? p[0] % 4 : 2) {
 		case 0:
 			put("AUTH PLAIN ", 11);
 			put_line(p + 1, n - 1);
 			break;
 		case 1:
 			put_line("AUTH PLAIN", 10);
+			put_line(p + 1, n - 1);
+			break;
+		case 3:
+			put_line("AUTH LOGIN", 10);
 			put_line(p + 1, n - 1);
 			break;
 		default:
@@ -472,6 +592,48 @@ check(void *arg, struct auth_request *req)
 		abort();
 	calls++;
 	return verdict(req->pass);
+}
+
+/* Asks for the mechanisms, as a client would: is LOGIN among them? */
+static int
+offers_login(void)
+{
+	struct session	 s;
+	struct io	*io;
+	char		 out[1024];
+	ssize_t		 n;
+	int		 fd;
+
+	if ((fd = memfd_create("probe", 0)) == -1 ||
+	    pwrite(in_fd, "AUTH\r\n", 6, 0) != 6 ||
+	    (io = io_new(in_fd, fd, 5)) == NULL)
+		abort();
+	session_init(&s, io, check, NULL);
+	if (session_authorization(&s) != END_EOF)
+		abort();
+	(void)io_flush(io);
+	io_free(io);
+	if ((n = pread(fd, out, sizeof(out) - 1, 0)) <= 0)
+		abort();
+	out[n] = '\0';
+	close(fd);
+	return strstr(out, "\r\nLOGIN\r\n") != NULL;
+}
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	log_init("fuzz", 0, 0);
+	in_fd = memfd_create("client", 0);
+	out_fd = open("/dev/null", O_WRONLY);
+	if (in_fd == -1 || out_fd == -1)
+		abort();
+	have_login = offers_login();
+	fprintf(stderr, "fuzz_sasl: mechanisms PLAIN%s\n",
+	    have_login ? " LOGIN" : "");
+	return 0;
 }
 
 int
