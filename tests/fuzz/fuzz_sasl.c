@@ -560,13 +560,15 @@ free_stream(const uint8_t *data, size_t size)
 			put("AUTH PLAIN ", 11);
 			put_line(p + 1, n - 1);
 			break;
-		case 1:
+		case 1:		/* alone: the next line answers, or EOF */
 			put_line("AUTH PLAIN", 10);
-			put_line(p + 1, n - 1);
+			if (n > 1)
+				put_line(p + 1, n - 1);
 			break;
 		case 3:
 			put_line("AUTH LOGIN", 10);
-			put_line(p + 1, n - 1);
+			if (n > 1)
+				put_line(p + 1, n - 1);
 			break;
 		default:
 			put(p, n);
