@@ -71,10 +71,12 @@ tests/unit/%: tests/unit/%.c $(LIBOBJS) $(FLAGS_STAMP)
 
 units: $(UNITS) $(FAULTLIB)
 
-# libFuzzer (clang): the mbox parser and body writer.  make fuzz runs it
-# for FUZZ_TIME seconds from the fixture corpus; make check runs it briefly.
+# libFuzzer (clang): the mbox parser and body writer, the privsep records,
+# the PROXY header, the SASL path and the dispatcher.  make fuzz runs each
+# for FUZZ_TIME seconds from its seed corpus; make check runs them briefly.
 FUZZ_TIME ?= 60
-FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_proxy tests/fuzz/fuzz_session
+FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_privsep tests/fuzz/fuzz_proxy \
+	   tests/fuzz/fuzz_sasl tests/fuzz/fuzz_session
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
 	   -fsanitize=fuzzer,address,undefined -I. \
 	   $(PKG_CFLAGS)

@@ -61,7 +61,7 @@ for src in tests/unit/test_*.c; do
 done
 
 # The fuzzers, briefly (make fuzz FUZZ_TIME=600 runs them for longer).
-sh tests/fuzz/run.sh "${CHECK_FUZZ_TIME:-20}" >"$out/fuzz.txt" 2>&1
+sh tests/fuzz/run.sh "${CHECK_FUZZ_TIME:-15}" >"$out/fuzz.txt" 2>&1
 rc=$?
 cat "$out/fuzz.txt"
 p=$(grep -c '^fuzz .*: .*no finding$' "$out/fuzz.txt")

@@ -19,10 +19,11 @@ for src in tests/fuzz/fuzz_*.c; do
 	fi
 	corpus=tests/out/corpus-$name
 	mkdir -p "$corpus"
+	# Seeds: tests/fuzz/corpus-NAME for each harness that has one.
 	case "$name" in
 	fuzz_mbox) cp tests/fixtures/*.mbox demo/sample.mbox "$corpus"/ ;;
-	fuzz_session) cp tests/fuzz/corpus-session/* "$corpus"/ ;;
-	fuzz_proxy) cp tests/fuzz/corpus-proxy/* "$corpus"/ ;;
+	*) [ ! -d tests/fuzz/corpus-"${name#fuzz_}" ] ||
+	    cp tests/fuzz/corpus-"${name#fuzz_}"/* "$corpus"/ ;;
 	esac
 	if ASAN_OPTIONS=detect_leaks=1 "./$f" -max_total_time="$secs" \
 	    -max_len=65536 -timeout=10 -rss_limit_mb=1024 \
