@@ -208,13 +208,16 @@ session_lock_open(int dfd, const char *statedir, const char *name)
 enum maildrop_status
 maildrop_session_lock(const char *statedir, const char *path, int *fd_r)
 {
-	char	 name[STATE_NAME_MAX + NAME_MAX];
-	ino_t	 ino, again;
-	int	 dfd, fd, tries;
+	enum { SESSION_LOCK_GRACE_MS = 1000 };
+	struct timespec	 start, now, nap50 = { 0, 50000000 };
+	char		 name[STATE_NAME_MAX + NAME_MAX];
+	ino_t		 ino, again;
+	int		 dfd, fd, tries;
 	enum maildrop_status st;
 
 	if ((dfd = mbox_statedir_open(statedir)) == -1)
 		return MAILDROP_IOERR;
+	(void)clock_gettime(CLOCK_MONOTONIC, &start);
 	/*
 	 * The path may come to name another file between the lstat and the
 	 * lock (a mail reader that replaces the mailbox): look again, and
@@ -230,9 +233,23 @@ maildrop_session_lock(const char *statedir, const char *path, int *fd_r)
 		}
 		if (ofd_lock(fd, F_WRLCK) == -1) {
 			close(fd);
-			if (errno == EAGAIN || errno == EACCES)
+			if (errno == EAGAIN || errno == EACCES) {
+				/*
+				 * A session that has just ended may still
+				 * hold it for a moment: its QUIT reply leaves
+				 * before it exits, and over FUSE the lock
+				 * goes with an asynchronous release.
+				 */
+				(void)clock_gettime(CLOCK_MONOTONIC, &now);
+				if ((now.tv_sec - start.tv_sec) * 1000 +
+				    (now.tv_nsec - start.tv_nsec) / 1000000 <
+				    SESSION_LOCK_GRACE_MS) {
+					(void)nanosleep(&nap50, NULL);
+					tries--;
+					continue;
+				}
 				st = MAILDROP_INUSE;
-			else {
+			} else {
 				log_warn("session lock %s/%s", statedir, name);
 				st = MAILDROP_IOERR;
 			}
