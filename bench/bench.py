@@ -674,6 +674,8 @@ def render(b, setup, args, ceil, elapsed):
             if key in ("login", "open_net", "parse_gbs") and \
                     "login" not in args.tasks:
                 continue
+            if all(b.median(sz, key, n) is None for n in names):
+                continue        # not measured in this run (--tasks)
             rows.append(table_row(b, args, sz, key, ceil))
         out.append(md_table(header, rows, "lll" + "r" * (len(names) + 6)))
         out.append("")
