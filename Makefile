@@ -13,21 +13,35 @@ PKGS	 = pam libxcrypt libmd libseccomp
 # get security updates, stay shared.
 STATIC_LIBS = -Wl,-Bstatic -lmd -llockfile -Wl,-Bdynamic
 CFLAGS	?= -O2 -g
-CFLAGS	+= -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+# Quiet until make deps has installed pkg-config and the -dev packages.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs pam libxcrypt libseccomp 2>/dev/null)
+# _FORTIFY_SOURCE needs optimisation: glibc warns without it, and -Werror
+# would turn a user's CFLAGS=-g into a failed build.
+OPTIMIZED  := $(filter-out -O0,$(filter -O%,$(CFLAGS)))
+override CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 	   -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
-	   -Wformat=2 -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
-	   -MMD -MP $(shell pkg-config --cflags $(PKGS))
-LDLIBS	+= $(shell pkg-config --libs pam libxcrypt libseccomp) $(STATIC_LIBS)
+	   -Wformat=2 -MMD -MP $(PKG_CFLAGS)
+# pop3d starts as root on every connection: the hardening Debian uses for
+# its daemons (dpkg-buildflags hardening=+all).
+override CFLAGS += -fstack-protector-strong -fstack-clash-protection -fPIE \
+	   $(if $(OPTIMIZED),-D_FORTIFY_SOURCE=2)
+override LDFLAGS += -pie -Wl,-z,relro,-z,now
+override LDLIBS += $(PKG_LIBS) $(STATIC_LIBS)
 ifeq ($(SANITIZE),1)
-CFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer -O1 \
+override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -O1 \
 	   -U_FORTIFY_SOURCE
-LDFLAGS	+= -fsanitize=address,undefined
+override LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Rebuild everything when the flags change (make SANITIZE=1 after make).
+# Goals that build nothing leave the stamp alone: "make install" after
+# "make" must not make the next build start over.
 FLAGS_STAMP = .flags
 FLAGS_NOW  := $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(LDLIBS)
-ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
+NOBUILD	   := $(filter install uninstall clean deps,$(MAKECMDGOALS))
+ifeq ($(or $(MAKECMDGOALS),all),$(NOBUILD))
+else ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
 $(shell echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
 endif
 
@@ -61,7 +75,7 @@ FUZZ_TIME ?= 60
 FUZZERS	 = tests/fuzz/fuzz_mbox tests/fuzz/fuzz_proxy tests/fuzz/fuzz_session
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
 	   -fsanitize=fuzzer,address,undefined -I. \
-	   $(shell pkg-config --cflags $(PKGS))
+	   $(PKG_CFLAGS)
 
 tests/fuzz/%: tests/fuzz/%.c $(LIBSRCS) $(wildcard *.h)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRCS) $(LDLIBS)

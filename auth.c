@@ -253,22 +253,55 @@ done:
 /* ---- the password file --------------------------------------------- */
 
 /*
+ * Opens a file of secrets.  With private, it must be a regular file owned
+ * by root that nobody else may read or write, and it is checked on the
+ * descriptor it is read from (no symlink is followed), so that it cannot
+ * be swapped between the check and the read.  Returns NULL (logged).
+ */
+static FILE *
+secrets_open(const char *file, int private)
+{
+	struct stat	 sb;
+	FILE		*fp;
+	int		 fd;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
+	    (private ? O_NOFOLLOW : 0));
+	if (fd == -1 && !(private && errno == ELOOP)) {
+		log_warn(private ? "APOP secrets %s" : "open %s", file);
+		return NULL;
+	}
+	if (private && (fd == -1 || fstat(fd, &sb) == -1 ||
+	    !S_ISREG(sb.st_mode) || sb.st_uid != 0 ||
+	    (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0)) {
+		log_warnx("APOP secrets %s: not a regular file owned by root "
+		    "and closed to others (chmod 600); APOP disabled", file);
+		if (fd != -1)
+			close(fd);
+		return NULL;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		log_warn("%s", file);
+		close(fd);
+	}
+	return fp;
+}
+
+/*
  * Finds name's entry: "name:hash:account:mailbox", '#' comments.  Copies
  * the fields into line (which they point into) and returns 1, 0 when
- * there is none, -1 on error.
+ * there is none, -1 on error.  private: see secrets_open().
  */
 static int
-passwd_find(const char *file, const char *name, char *line, size_t linesize,
-    char **fields, int nfields)
+passwd_find(const char *file, int private, const char *name, char *line,
+    size_t linesize, char **fields, int nfields)
 {
 	FILE	*fp;
 	char	*p, *f;
 	int	 i, found = 0;
 
-	if ((fp = fopen(file, "re")) == NULL) {
-		log_warn("open %s", file);
+	if ((fp = secrets_open(file, private)) == NULL)
 		return -1;
-	}
 	while (!found && fgets(line, (int)linesize, fp) != NULL) {
 		if ((p = strchr(line, '\n')) == NULL && !feof(fp)) {
 			log_warnx("%s: line too long, ignored", file);
@@ -309,7 +342,7 @@ check_passwd_file(const struct auth_config *cf, struct auth_request *req,
 	enum auth_status st = AUTH_FAIL;
 	int		 found;
 
-	found = passwd_find(cf->passwd_file, req->user, line, sizeof(line),
+	found = passwd_find(cf->passwd_file, 0, req->user, line, sizeof(line),
 	    fields, 4);
 	if (found < 0)
 		return AUTH_TEMPFAIL;
@@ -345,18 +378,11 @@ check_passwd_file(const struct auth_config *cf, struct auth_request *req,
 int
 auth_apop_usable(const char *path)
 {
-	struct stat	 sb;
+	FILE	*fp;
 
-	if (lstat(path, &sb) == -1) {
-		log_warn("APOP secrets %s", path);
+	if ((fp = secrets_open(path, 1)) == NULL)
 		return -1;
-	}
-	if (!S_ISREG(sb.st_mode) || sb.st_uid != 0 ||
-	    (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		log_warnx("APOP secrets %s: not a regular file owned by root "
-		    "and closed to others (chmod 600); APOP disabled", path);
-		return -1;
-	}
+	fclose(fp);
 	return 0;
 }
 
@@ -386,9 +412,7 @@ apop_secret(const struct auth_config *cf, const char *name, char *line,
 
 	if (cf->apop_file == NULL)
 		return 0;
-	if (auth_apop_usable(cf->apop_file) == -1)
-		return -1;
-	found = passwd_find(cf->apop_file, name, line, linesize, fields, 2);
+	found = passwd_find(cf->apop_file, 1, name, line, linesize, fields, 2);
 	if (found == 1)
 		*secret_r = fields[1];
 	return found;
@@ -418,7 +442,7 @@ check_apop(const struct auth_config *cf, struct auth_request *req,
 		if (cf->passwd_file != NULL) {
 			char	 pl[PASSWD_LINE_MAX], *f[4];
 
-			if (passwd_find(cf->passwd_file, req->user, pl,
+			if (passwd_find(cf->passwd_file, 0, req->user, pl,
 			    sizeof(pl), f, 4) == 1 &&
 			    (st = lookup_account(f[2], u)) == AUTH_OK)
 				st = set_mailbox(cf, f[3], u);

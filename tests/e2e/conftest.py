@@ -18,6 +18,7 @@ import select
 import signal
 import socket
 import subprocess
+import sysconfig
 import time
 import poplib
 import warnings
@@ -35,7 +36,11 @@ POP3D = os.environ.get("POP3D_BIN", str(REPO / "pop3d"))
 FIXTURES = Path(os.environ.get("POP3D_FIXTURES",
                                str(REPO / "tests" / "fixtures")))
 
-LIBDIR = "/usr/lib/x86_64-linux-gnu"
+# Debian's multiarch library directory (x86_64-linux-gnu, aarch64-linux-gnu...).
+LIBDIR = "/usr/lib/" + (sysconfig.get_config_var("MULTIARCH") or
+                        subprocess.run(["gcc", "-print-multiarch"],
+                                       capture_output=True, text=True)
+                        .stdout.strip())
 PAM_MATRIX = f"{LIBDIR}/pam_wrapper/pam_matrix.so"
 PRELOAD = "libpam_wrapper.so libnss_wrapper.so libuid_wrapper.so"
 

@@ -79,12 +79,18 @@ watched_fd(int fd)
 	return watched(path);
 }
 
+/*
+ * Is fd a watched regular file?  The standard descriptors never are (the
+ * client and the log), and they are looked at no further: the pre-login
+ * process writes to them inside a seccomp filter that kills fstat().
+ */
 static int
 is_file(int fd)
 {
 	struct stat	 sb;
 
-	return fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && watched_fd(fd);
+	return fd > STDERR_FILENO && fstat(fd, &sb) == 0 &&
+	    S_ISREG(sb.st_mode) && watched_fd(fd);
 }
 
 #define REAL(type, name, args) \
