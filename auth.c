@@ -252,6 +252,13 @@ done:
 
 /* ---- the password file --------------------------------------------- */
 
+int
+auth_apop_safe(const struct stat *sb)
+{
+	return S_ISREG(sb->st_mode) && sb->st_uid == 0 &&
+	    (sb->st_mode & (S_IRWXG | S_IRWXO)) == 0;
+}
+
 /*
  * Opens a file of secrets.  With private, it must be a regular file owned
  * by root that nobody else may read or write, and it is checked on the
@@ -272,8 +279,7 @@ secrets_open(const char *file, int private)
 		return NULL;
 	}
 	if (private && (fd == -1 || fstat(fd, &sb) == -1 ||
-	    !S_ISREG(sb.st_mode) || sb.st_uid != 0 ||
-	    (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0)) {
+	    !auth_apop_safe(&sb))) {
 		log_warnx("APOP secrets %s: not a regular file owned by root "
 		    "and closed to others (chmod 600); APOP disabled", file);
 		if (fd != -1)

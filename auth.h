@@ -113,6 +113,12 @@ int		 auth_expand(const char *tmpl, const char *name,
  * nobody else may read or write?  Logs why not.  0 or -1.
  */
 int		 auth_apop_usable(const char *path);
+/*
+ * auth_apop_usable()'s rule on the file's own status (lstat, or fstat of
+ * a descriptor opened with O_NOFOLLOW): 1 safe, 0 not.
+ */
+struct stat;
+int		 auth_apop_safe(const struct stat *);
 
 /* Computes the APOP digest of stamp and secret as 32 lowercase hex digits. */
 void		 auth_apop_digest(const char *stamp, const char *secret,

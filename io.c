@@ -25,7 +25,12 @@ struct io {
 	int	 timeout_ms;
 	int	 out_is_socket;
 	int	 timed_out;
-	size_t	 out_chunk;	/* largest single write that cannot block */
+	/*
+	 * A pipe: writes of at most PIPE_BUF octets, each only once poll()
+	 * says the pipe has room, so that none can block past the deadline
+	 * (the descriptor is the launcher's, and stays blocking).
+	 */
+	int	 out_is_pipe;
 	size_t	 in_off;	/* first unread byte of inbuf */
 	size_t	 in_len;	/* bytes held in inbuf */
 	size_t	 out_len;
@@ -45,12 +50,11 @@ io_new(int in_fd, int out_fd, int timeout_sec)
 	io->out_fd = out_fd;
 	io->timeout_ms = timeout_sec > INT_MAX / 1000 ? INT_MAX :
 	    timeout_sec * 1000;
-	io->out_chunk = SIZE_MAX;
 	if (fstat(out_fd, &sb) == 0) {
 		if (S_ISSOCK(sb.st_mode))
 			io->out_is_socket = 1;
 		else if (S_ISFIFO(sb.st_mode))
-			io->out_chunk = PIPE_BUF;
+			io->out_is_pipe = 1;
 	}
 	return io;
 }
@@ -195,8 +199,12 @@ io_flush(struct io *io)
 
 	while (off < io->out_len) {
 		want = io->out_len - off;
-		if (want > io->out_chunk)
-			want = io->out_chunk;
+		if (io->out_is_pipe) {
+			if (want > PIPE_BUF)
+				want = PIPE_BUF;
+			if ((st = io_wait(io, io->out_fd, POLLOUT)) != IO_OK)
+				return st;
+		}
 		if (io->out_is_socket)
 			n = send(io->out_fd, io->outbuf + off, want,
 			    MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct io;
 
@@ -35,6 +36,20 @@ enum maildrop_status {
  */
 extern const char *const maildrop_status_text[MAILDROP_STATUS_MAX];
 
+/*
+ * How a message's UIDL is made (pop3d -U).  Each keeps to RFC 1939: 1 to
+ * 70 characters of 0x21-0x7e, unique in the maildrop, never written into
+ * the mailbox.  The last two read headers a sender can forge: they are
+ * for migrating a spool whose deliveries strip them.
+ */
+enum maildrop_uidl_scheme {
+	MAILDROP_UIDL_MD5,	/* pop3d's: 32 hex digits (the default) */
+	MAILDROP_UIDL_POPA3D,	/* popa3d 1.0.3's: 16 hex digits */
+	MAILDROP_UIDL_XUIDL,	/* the X-UIDL: header (Qpopper), else MD5 */
+	MAILDROP_UIDL_DOVECOT,	/* Dovecot's %08Xu%08Xv, else MD5 */
+	MAILDROP_UIDL_SCHEME_MAX
+};
+
 struct maildrop_hooks {
 	/* Raise and lower the mail group around dotlock work; may be NULL. */
 	int	(*priv_raise)(void *);
@@ -42,6 +57,8 @@ struct maildrop_hooks {
 	void	 *arg;
 	/* Seconds to keep trying for the mailbox locks. */
 	int	  lock_timeout;
+	/* The UIDL scheme; 0 is pop3d's own. */
+	enum maildrop_uidl_scheme uidl_scheme;
 };
 
 struct maildrop;
@@ -62,7 +79,7 @@ size_t		 maildrop_count(const struct maildrop *);
 /* idx is 0-based, < maildrop_count(): octets as sent on the wire. */
 uint64_t	 maildrop_size(const struct maildrop *, size_t idx);
 /* Writes the UIDL (1-70 chars of 0x21-0x7e) into buf (>= MAILDROP_UIDL_MAX). */
-#define MAILDROP_UIDL_MAX	48
+#define MAILDROP_UIDL_MAX	72
 void		 maildrop_uidl(const struct maildrop *, size_t idx, char *buf);
 int		 maildrop_deleted(const struct maildrop *, size_t idx);
 void		 maildrop_set_deleted(struct maildrop *, size_t idx, int);
@@ -95,6 +112,15 @@ enum maildrop_status maildrop_send(struct maildrop *, size_t idx, struct io *,
  * message and no newer mail is ever lost.
  */
 enum maildrop_status maildrop_commit(struct maildrop *);
+
+/*
+ * pop3d -l: writes the UIDL listing of the maildrop at path to out, one
+ * "N UIDL" line per message, as the UIDL command lists it.  Read-only: it
+ * takes the locks to read and writes nothing, so it refuses
+ * (MAILDROP_CHANGED) a maildrop whose last commit is unfinished.
+ */
+enum maildrop_status maildrop_list(const char *path,
+		    const struct maildrop_hooks *, FILE *out);
 
 /* Finishes an interrupted commit of the maildrop at path, if any. */
 enum maildrop_status maildrop_recover(const char *path,

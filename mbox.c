@@ -190,6 +190,7 @@ maildrop_close(struct maildrop *mb)
 	if (mb->fd != -1 && !mb->fd_borrowed)
 		close(mb->fd);
 	free(mb->msgs);
+	free(mb->uid_pool);
 	free(mb->buf);
 	free(mb->path);
 	free(mb->lockpath);
@@ -213,7 +214,7 @@ maildrop_size(const struct maildrop *mb, size_t idx)
 void
 maildrop_uidl(const struct maildrop *mb, size_t idx, char *buf)
 {
-	mbox_uid_format(&mb->msgs[mb->nhidden + idx], buf);
+	mbox_uid_format(mb, &mb->msgs[mb->nhidden + idx], buf);
 }
 
 int
@@ -293,6 +294,47 @@ maildrop_send(struct maildrop *mb, size_t idx, struct io *io,
 		return MAILDROP_CHANGED;
 	}
 	return io_body_dot(io) == IO_OK ? MAILDROP_OK : MAILDROP_IOERR;
+}
+
+/*
+ * pop3d -l.  The table comes as maildrop_open() gets it, under the same
+ * locks, but nothing is written: no recovery (a journal left by a crash
+ * means the file is not yet what its sessions will see) and no index.
+ */
+enum maildrop_status
+maildrop_list(const char *path, const struct maildrop_hooks *hooks,
+    FILE *out)
+{
+	struct maildrop	*mb;
+	struct stat	 sb;
+	char		 uid[MAILDROP_UIDL_MAX];
+	off_t		 from = 0;
+	size_t		 i;
+	enum maildrop_status st;
+
+	if ((st = mbox_new(path, hooks, &mb)) != MAILDROP_OK)
+		return st;
+	if ((st = mbox_open_file(mb)) == MAILDROP_OK && mb->fd != -1 &&
+	    (st = mbox_lock(mb)) == MAILDROP_OK) {
+		if (access(mb->jnlpath, F_OK) == 0) {
+			log_warnx("%s: a commit was interrupted; pop3d -r %s "
+			    "finishes it", path, path);
+			st = MAILDROP_CHANGED;
+		} else if (fstat(mb->fd, &sb) == -1)
+			st = MAILDROP_IOERR;
+		else if (mbox_idx_load(mb, &sb, &from) != MBOX_TABLE_INDEX)
+			st = mbox_parse(mb, from, sb.st_size);
+		mbox_unlock(mb);
+	}
+	for (i = 0; st == MAILDROP_OK && i < maildrop_count(mb); i++) {
+		maildrop_uidl(mb, i, uid);
+		if (fprintf(out, "%zu %s\n", i + 1, uid) < 0)
+			st = MAILDROP_IOERR;
+	}
+	if (st == MAILDROP_OK && fflush(out) == EOF)
+		st = MAILDROP_IOERR;
+	maildrop_close(mb);
+	return st;
 }
 
 /*

@@ -42,13 +42,14 @@ struct mbox_msg {
 	off_t		 from_off;	/* the From_ line */
 	uint64_t	 size;		/* octets on the wire */
 	uint64_t	 fingerprint;	/* of the From_ line and the head */
-	unsigned char	 uid[16];	/* MD5 of stable header lines */
+	unsigned char	 uid[16];	/* by uid_kind (mbox_uidl.c) */
 	uint32_t	 uid_seq;	/* 1, or n for the n-th identical uid */
 	uint16_t	 from_len;	/* the From_ line, terminator excluded */
 	uint8_t		 from_eol;	/* its terminator: 0, 1 or 2 bytes */
 	uint8_t		 frame : 2;	/* the empty line before msg_next() */
 	uint8_t		 deleted : 1;
 	uint8_t		 hidden : 1;
+	uint8_t		 uid_kind : 2;	/* enum uid_kind */
 };
 
 /* The mbox implementation of the opaque maildrop of maildrop.h. */
@@ -75,6 +76,9 @@ struct maildrop {
 	int			 dotlocked;
 	time_t			 dotlock_time;
 	char			*buf;		/* CHUNK bytes for send/commit */
+	char			*uid_pool;	/* X-UIDL values (mbox_uidl.c) */
+	size_t			 uid_pool_len;
+	size_t			 uid_pool_cap;
 };
 
 /* One line as the scanner hands it to the parser. */
@@ -172,24 +176,64 @@ enum maildrop_status mbox_parse(struct maildrop *mb, off_t start,
 int		 mbox_msg_intact(struct maildrop *mb, size_t i);
 
 /*
- * mbox_uidl.c: the UID of one message is the MD5 of its From_ line and
- * of the header lines mail readers never rewrite.  mbox_uid_begin()
- * starts it from the From_ line, mbox_uid_header() takes a header line,
- * mbox_uid_end() writes the digest.  received counts the Received: lines seen.  The
- * parser passes only the header lines that start with D, M, R or X, the
- * initials of every field the UID takes.
+ * mbox_uidl.c: the UIDs, by the maildrop's scheme (maildrop.h).  A
+ * message's UID is one of these kinds:
+ *
+ *   UID_MD5      uid is the MD5 of its From_ line and of the header lines
+ *                mail readers never rewrite (pop3d's own scheme, and the
+ *                fallback of the other two)
+ *   UID_POPA3D   uid[0..7] is popa3d's MD5 of those header lines alone
+ *   UID_XUIDL    uid[0..3] is the offset of its X-UIDL: value in
+ *                mb->uid_pool, uid[4..15] a hash of the value
+ *   UID_DOVECOT  uid[0..3] is its X-UID:, uid[4..7] the X-IMAPbase:
+ *                UIDVALIDITY
+ *
+ * mbox_uid_init() starts a parse at start; mbox_uid_begin() starts a
+ * message from its From_ line; mbox_uid_header() takes each header line
+ * that starts with D, M, R, X, a space or a tab (the initials of every
+ * field a scheme reads, and folded lines); mbox_uid_end() decides the
+ * message's UID.  received counts the Received: lines seen.  Any error
+ * (a read, memory) is left in error for mbox_parse() to return.
  */
+enum uid_kind {
+	UID_MD5,
+	UID_POPA3D,
+	UID_XUIDL,
+	UID_DOVECOT
+};
+
 struct uid_hash {
 	MD5_CTX		 md5;
 	int		 received;
+	struct maildrop	*mb;
+	enum maildrop_uidl_scheme scheme;
+	enum maildrop_status error;
+	int		 first;		/* in the file's first message */
+	int		 msgs;		/* messages begun in this parse */
+	off_t		 hashed_end;	/* popa3d: after the last line hashed */
+	/* xuidl: the message's X-UIDL: header. */
+	int		 xuidl;		/* 0 none, 1 one usable, -1 unusable */
+	off_t		 xuidl_end;
+	size_t		 xuidl_len;
+	char		 xuidl_val[MAILDROP_UIDL_MAX];
+	/* dovecot: the file's X-IMAPbase:, the message's X-UID:. */
+	uint32_t	 dv_validity;	/* 0: none (yet) */
+	uint64_t	 dv_next;	/* the UID Dovecot would give next */
+	uint32_t	 dv_prev;	/* the last X-UID taken */
+	uint32_t	 dv_uid;	/* this message's, or 0 */
 };
+void		 mbox_uid_init(struct uid_hash *, struct maildrop *mb,
+		    off_t start);
 void		 mbox_uid_begin(struct uid_hash *, const struct line *from);
 void		 mbox_uid_header(struct uid_hash *, const struct line *);
-void		 mbox_uid_end(struct uid_hash *, unsigned char uid[16]);
-/* Numbers identical UIDs in file order: h, h-2, h-3. */
+void		 mbox_uid_end(struct uid_hash *, struct mbox_msg *);
+/* Makes the UIDs unique: numbers identical ones in file order (h, h-2). */
 enum maildrop_status mbox_uid_number(struct maildrop *mb);
 /* The UIDL of one message, in buf (>= MAILDROP_UIDL_MAX). */
-void		 mbox_uid_format(const struct mbox_msg *, char *buf);
+void		 mbox_uid_format(const struct maildrop *mb,
+		    const struct mbox_msg *, char *buf);
+/* May the index cache this scheme's UIDs (all of them fit the records)? */
+int		 mbox_uid_indexable(const struct maildrop *mb);
 
 /*
  * mbox_lock.c: the mail group around spool work (the caller's hooks;

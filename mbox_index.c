@@ -40,6 +40,8 @@ struct idx_hdr {
 	char		 magic[8];
 	uint32_t	 version;
 	uint32_t	 recsize;	/* sizeof(struct mbox_msg) */
+	uint32_t	 uidl_scheme;	/* the records' UIDs are of this one */
+	uint32_t	 spare;
 	uint64_t	 dev;
 	uint64_t	 ino;
 	uint64_t	 size;
@@ -98,7 +100,7 @@ mbox_idx_load(struct maildrop *mb, const struct stat *sb, off_t *resume_r)
 	enum mbox_table_source ret = MBOX_TABLE_PARSED;
 
 	*resume_r = 0;
-	if (sb->st_size < IDX_MIN)
+	if (sb->st_size < IDX_MIN || !mbox_uid_indexable(mb))
 		return MBOX_TABLE_PARSED;
 	if ((fd = open(mb->idxpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
 	    O_CLOEXEC)) == -1)
@@ -106,7 +108,8 @@ mbox_idx_load(struct maildrop *mb, const struct stat *sb, off_t *resume_r)
 	if (!idx_file_ok(fd) || mbox_pread_full(fd, &h, sizeof(h), 0) !=
 	    (ssize_t)sizeof(h) ||
 	    memcmp(h.magic, IDX_MAGIC, sizeof(h.magic)) != 0 ||
-	    h.version != 3 || h.recsize != sizeof(struct mbox_msg) ||
+	    h.version != 4 || h.recsize != sizeof(struct mbox_msg) ||
+	    h.uidl_scheme != (uint32_t)mb->hooks.uidl_scheme ||
 	    h.hdr_hash != hash64(&h, offsetof(struct idx_hdr, hdr_hash)) ||
 	    h.dev != (uint64_t)sb->st_dev || h.ino != (uint64_t)sb->st_ino ||
 	    h.size > (uint64_t)sb->st_size || h.nmsgs == 0 ||
@@ -181,12 +184,14 @@ mbox_idx_save(struct maildrop *mb, const struct stat *sb)
 	size_t		 len = mb->nmsgs * sizeof(*mb->msgs);
 	int		 fd;
 
-	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || !mb->settled)
+	if (sb->st_size < IDX_MIN || mb->nmsgs == 0 || !mb->settled ||
+	    !mbox_uid_indexable(mb))
 		return;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, IDX_MAGIC, sizeof(h.magic));
-	h.version = 3;
+	h.version = 4;
 	h.recsize = sizeof(struct mbox_msg);
+	h.uidl_scheme = (uint32_t)mb->hooks.uidl_scheme;
 	h.dev = (uint64_t)sb->st_dev;
 	h.ino = (uint64_t)sb->st_ino;
 	h.size = (uint64_t)mb->parsed_size;

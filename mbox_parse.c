@@ -164,6 +164,9 @@ parse_header(struct parse *p, const struct line *l, size_t msgno)
 
 	/* Most header lines are none of these: one look at the first byte. */
 	switch (l->head[0] | 0x20) {
+	case ' ':
+	case '\t' | 0x20:
+		/* Folded lines: popa3d hashes them, xuidl refuses them. */
 	case 'd':
 	case 'm':
 	case 'r':
@@ -262,7 +265,7 @@ msg_finish(struct maildrop *mb, struct parse *p, off_t end_off)
 	if (p->hashed < HEAD_HASHED)
 		m->fingerprint = msg_fingerprint(p->from_hash,
 		    hash64(p->head, p->hashed));
-	mbox_uid_end(&p->uid, m->uid);
+	mbox_uid_end(&p->uid, m);
 	/*
 	 * UW and Dovecot keep folder data in a first message that no mail
 	 * system delivered: anything with a Received: line is real mail,
@@ -332,6 +335,7 @@ mbox_parse(struct maildrop *mb, off_t start, off_t fsize)
 	sc->fd = mb->fd;
 	sc->buf_off = start;
 	memset(&p, 0, sizeof(p));
+	mbox_uid_init(&p.uid, mb, start);
 	p.cl_end = -1;
 	for (;;) {
 		if (p.cur != NULL && !p.in_header && p.hashed >= HEAD_HASHED &&
@@ -410,6 +414,9 @@ mbox_parse(struct maildrop *mb, off_t start, off_t fsize)
 	}
 	if (st == MAILDROP_OK) {
 		msg_finish(mb, &p, sc->buf_off + (off_t)sc->len);
+		st = p.uid.error;
+	}
+	if (st == MAILDROP_OK) {
 		mb->parsed_size = sc->buf_off + (off_t)sc->len;
 		mb->nhidden = mb->nmsgs > 0 && mb->msgs[0].hidden;
 		st = mbox_uid_number(mb);

@@ -173,14 +173,39 @@ done:
 	return st;
 }
 
-/* The chroot of the pre-login process: empty, root's, closed to others. */
-static int
-chroot_ready(const char *dir)
+int
+monitor_chroot_check(const char *dir, const char **why_r)
 {
 	struct stat	 sb;
 	struct dirent	*de;
 	DIR		*d;
 	int		 entries = 0;
+
+	*why_r = NULL;
+	if (lstat(dir, &sb) == -1)
+		return -1;
+	if (!S_ISDIR(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 022) != 0) {
+		*why_r = "not a directory of root's closed to others";
+		return -1;
+	}
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			entries++;
+	closedir(d);
+	if (entries > 0) {
+		*why_r = "the pre-login chroot must be empty";
+		return -1;
+	}
+	return 0;
+}
+
+/* The chroot of the pre-login process: created if missing, then checked. */
+static int
+chroot_ready(const char *dir)
+{
+	const char	*why;
 
 	if (mkdir(dir, 0755) == 0)
 		(void)chmod(dir, 0755);		/* whatever the umask */
@@ -188,24 +213,30 @@ chroot_ready(const char *dir)
 		log_warn("mkdir %s", dir);
 		return -1;
 	}
-	if (lstat(dir, &sb) == -1 || !S_ISDIR(sb.st_mode) || sb.st_uid != 0 ||
-	    (sb.st_mode & 022) != 0) {
-		log_warnx("%s: not a directory of root's closed to others", dir);
-		return -1;
-	}
-	if ((d = opendir(dir)) == NULL) {
-		log_warn("%s", dir);
-		return -1;
-	}
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			entries++;
-	closedir(d);
-	if (entries > 0) {
-		log_warnx("%s: the pre-login chroot must be empty", dir);
+	if (monitor_chroot_check(dir, &why) == -1) {
+		if (why != NULL)
+			log_warnx("%s: %s", dir, why);
+		else
+			log_warn("%s", dir);
 		return -1;
 	}
 	return 0;
+}
+
+const struct passwd *
+monitor_prelogin_pw(const char *user, int *fallback_r)
+{
+	const struct passwd	*pw;
+
+	*fallback_r = 0;
+	if ((pw = getpwnam(user)) != NULL && pw->pw_uid != 0)
+		return pw;
+	/* Only the default account falls back: -u names what it means. */
+	if (strcmp(user, DEFAULT_PRELOGIN_USER) != 0 ||
+	    (pw = getpwnam("nobody")) == NULL || pw->pw_uid == 0)
+		return NULL;
+	*fallback_r = 1;
+	return pw;
 }
 
 /* The unprivileged account of the pre-login process; 0 or -1. */
@@ -213,17 +244,16 @@ static int
 prelogin_account(const struct pop3d_config *cf, struct prelogin_args *pa)
 {
 	const struct passwd	*pw;
+	int			 fallback;
 
-	if ((pw = getpwnam(cf->prelogin_user)) == NULL || pw->pw_uid == 0) {
-		if (strcmp(cf->prelogin_user, DEFAULT_PRELOGIN_USER) != 0 ||
-		    (pw = getpwnam("nobody")) == NULL || pw->pw_uid == 0) {
-			log_warnx("no unprivileged account \"%s\" for the "
-			    "pre-login process", cf->prelogin_user);
-			return -1;
-		}
+	if ((pw = monitor_prelogin_pw(cf->prelogin_user, &fallback)) == NULL) {
+		log_warnx("no unprivileged account \"%s\" for the "
+		    "pre-login process", cf->prelogin_user);
+		return -1;
+	}
+	if (fallback)
 		log_notice("no account \"%s\" (make install creates it); the "
 		    "pre-login process runs as nobody", cf->prelogin_user);
-	}
 	pa->uid = pw->pw_uid;
 	pa->gid = pw->pw_gid;
 	return 0;

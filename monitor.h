@@ -29,4 +29,22 @@ int	 monitor_login(const struct pop3d_config *, const struct peer *,
 /* Reaps the last checker process, if one is left. */
 void	 monitor_reap(void);
 
+/*
+ * The rule for the pre-login chroot, checked without changing anything
+ * (monitor_login() creates a missing one first): a directory of root's,
+ * not a symlink, not writable by group or others, and empty.  Returns 0,
+ * or -1 with a reason in *why_r, or with *why_r NULL and errno set by
+ * the call that failed.  Logs nothing.
+ */
+int	 monitor_chroot_check(const char *dir, const char **why_r);
+
+/*
+ * The account the pre-login process runs as: user when it exists and is
+ * not root; for the default user only, nobody (with *fallback_r set)
+ * when it does not.  Returns getpwnam()'s entry, or NULL when there is
+ * no such account.  Logs nothing.
+ */
+struct passwd;
+const struct passwd *monitor_prelogin_pw(const char *user, int *fallback_r);
+
 #endif

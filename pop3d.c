@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "confcheck.h"
 #include "io.h"
 #include "log.h"
 #include "maildrop.h"
@@ -46,6 +48,7 @@
 #define DEFAULT_MAILBOX		"/var/mail/%u"
 #define DEFAULT_TIMEOUT		600
 #define DEFAULT_RUNDIR		"/run/pop3d"
+#define DEFAULT_STATE_DIR	"/var/lib/pop3d"
 #define DEFAULT_PRELOGIN_USER	"pop3d"
 #define DEFAULT_APOP_FILE	"/etc/pop3d/apop"
 #define DEFAULT_FAIL_DELAY	1000	/* ms: the least a failed login costs */
@@ -62,11 +65,11 @@ struct here {
 static __attribute__((noreturn)) void
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-cdTVv] [-A apop-file] [-C chroot] "
+	fprintf(stderr, "usage: pop3d [-cdnTVv] [-A apop-file] [-C chroot] "
 	    "[-D ms] [-f passwd-file]\n"
-	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-s service] "
-	    "[-t timeout]\n"
-	    "             [-u user] [-r mailbox]\n");
+	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-S statedir]\n"
+	    "             [-s service] [-t timeout] [-U scheme] [-u user]\n"
+	    "             [-l mailbox | -r mailbox]\n");
 	exit(2);
 }
 
@@ -151,27 +154,78 @@ parse_timeout(const char *arg)
 	return (int)n;
 }
 
+/*
+ * As root, for -r and -l: becomes the account that owns the mailbox at
+ * path, with that account's own primary group (a Debian mailbox's group
+ * is mail, which a session never holds).  Not root: stays who it is.
+ */
+static void
+drop_to_owner(const char *path)
+{
+	const struct passwd	*pw;
+	struct stat		 sb;
+
+	if (geteuid() != 0)
+		return;
+	if (lstat(path, &sb) == -1)
+		fatal("%s", path);
+	if (sb.st_uid == 0)
+		fatalx("%s: owned by root; not touching it", path);
+	if ((pw = getpwuid(sb.st_uid)) == NULL)
+		fatalx("%s: its owner, uid %lu, has no account", path,
+		    (unsigned long)sb.st_uid);
+	privdrop_permanently(pw->pw_uid, pw->pw_gid);
+}
+
 /* pop3d -r MAILBOX: finish an interrupted commit, as the file's owner. */
 static int
 recover_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
 {
-	struct stat	 sb;
 	enum maildrop_status st;
 
-	if (geteuid() == 0) {
-		if (lstat(cf->recover, &sb) == -1)
-			fatal("%s", cf->recover);
-		if (sb.st_uid == 0)
-			fatalx("%s: owned by root; not touching it",
-			    cf->recover);
-		privdrop_permanently(sb.st_uid, sb.st_gid);
-	}
+	drop_to_owner(cf->recover);
 	st = maildrop_recover(cf->recover, hooks);
 	if (st != MAILDROP_OK) {
 		log_warnx("%s: %s", cf->recover, maildrop_status_text[st]);
 		return 1;
 	}
 	log_info("%s: consistent", cf->recover);
+	return 0;
+}
+
+/* -U: the names of the UIDL schemes (maildrop.h). */
+static int
+parse_uidl_scheme(const char *arg)
+{
+	static const char *const names[MAILDROP_UIDL_SCHEME_MAX] = {
+		[MAILDROP_UIDL_MD5] = "md5",
+		[MAILDROP_UIDL_POPA3D] = "popa3d",
+		[MAILDROP_UIDL_XUIDL] = "xuidl",
+		[MAILDROP_UIDL_DOVECOT] = "dovecot",
+	};
+	int	 i;
+
+	if (strcmp(arg, "pop3d") == 0)
+		return MAILDROP_UIDL_MD5;
+	for (i = 0; i < MAILDROP_UIDL_SCHEME_MAX; i++)
+		if (strcmp(arg, names[i]) == 0)
+			return i;
+	fprintf(stderr, "pop3d: -U takes md5 (or pop3d), popa3d, xuidl or "
+	    "dovecot\n");
+	exit(2);
+}
+
+/* pop3d -l MAILBOX: its UIDL listing, read-only, as the file's owner. */
+static int
+list_only(const struct pop3d_config *cf, struct maildrop_hooks *hooks)
+{
+	enum maildrop_status st;
+
+	drop_to_owner(cf->list);
+	if ((st = maildrop_list(cf->list, hooks, stdout)) != MAILDROP_OK) {
+		log_warnx("%s: %s", cf->list, maildrop_status_text[st]);
+		return 1;
+	}
 	return 0;
 }
 
@@ -205,7 +259,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->timeout = DEFAULT_TIMEOUT;
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
-	while ((ch = getopt(argc, argv, "A:C:cD:df:m:P:R:r:s:Tt:u:vV")) != -1) {
+	cf->state_dir = DEFAULT_STATE_DIR;
+	while ((ch = getopt(argc, argv,
+	    "A:C:cD:df:l:m:nP:R:r:S:s:Tt:U:u:vV")) != -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -230,8 +286,16 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 		case 'f':
 			cf->auth.passwd_file = optarg;
 			break;
+		case 'l':
+			/* A tool for the administrator: it tells them. */
+			cf->list = optarg;
+			cf->log_stderr = 1;
+			break;
 		case 'm':
 			cf->auth.mailbox_template = optarg;
+			break;
+		case 'n':
+			cf->check_only = 1;
 			break;
 		case 'P':
 			if (proxy_nets_parse(optarg, &cf->proxy_nets,
@@ -247,6 +311,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 		case 'r':
 			cf->recover = optarg;
 			break;
+		case 'S':
+			cf->state_dir = optarg;
+			break;
 		case 's':
 			cf->auth.pam_service = optarg;
 			break;
@@ -255,6 +322,9 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			break;
 		case 't':
 			cf->timeout = parse_timeout(optarg);
+			break;
+		case 'U':
+			cf->uidl_scheme = parse_uidl_scheme(optarg);
 			break;
 		case 'u':
 			cf->prelogin_user = optarg;
@@ -269,7 +339,8 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			usage();
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (cf->check_only && cf->recover != NULL) ||
+	    (cf->list != NULL && (cf->recover != NULL || cf->check_only)))
 		usage();
 }
 
@@ -348,12 +419,17 @@ main(int argc, char *argv[])
 
 	memset(&hooks, 0, sizeof(hooks));
 	hooks.lock_timeout = LOCK_TIMEOUT;
+	hooks.uidl_scheme = cf.uidl_scheme;
 	if (cf.recover != NULL)
 		return recover_only(&cf, &hooks);
+	if (cf.list != NULL)
+		return list_only(&cf, &hooks);
 
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
 	    sizeof(chrootdir));
+	if (cf.check_only)
+		return confcheck_run(&cf);
 	/* Before anything is sent: a balancer's header comes first. */
 	if (peer_identify(STDIN_FILENO, &cf.proxy_nets,
 	    (cf.timeout < PROXY_TIMEOUT ? cf.timeout : PROXY_TIMEOUT) * 1000,

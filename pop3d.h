@@ -16,8 +16,12 @@ struct pop3d_config {
 	int			 timeout;	/* -t: seconds of silence */
 	const char		*rundir;	/* -R: host-local run directory */
 	const char		*recover;	/* -r: recover this and exit */
+	const char		*list;		/* -l: list its UIDLs and exit */
+	int			 uidl_scheme;	/* -U: enum maildrop_uidl_scheme */
 	const char		*prelogin_user;	/* -u */
 	const char		*chroot_dir;	/* -C */
+	const char		*state_dir;	/* -S: per-user state */
+	int			 check_only;	/* -n: check the setup, exit */
 	int			 fail_delay_ms;	/* -D */
 	int			 cleartext_protected;	/* -c */
 	int			 marked_protected;	/* -T */

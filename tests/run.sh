@@ -102,8 +102,11 @@ PY
 	fi
 }
 
-# This script's own counting, on a scratch tree of stubs.
-if sh tests/selftest_run.sh >"$out/selftest_run.txt" 2>&1; then
+# This script's own counting, on a scratch tree of stubs (where the
+# self-test runs this script, it does not run itself again).
+if [ -n "${POP3D_IN_SELFTEST:-}" ]; then
+	:
+elif sh tests/selftest_run.sh >"$out/selftest_run.txt" 2>&1; then
 	echo "selftest_run: 1 passed"
 	passed=$((passed + 1))
 else

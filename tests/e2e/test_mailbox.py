@@ -900,8 +900,9 @@ def test_mailbox_shrunk_during_retr_hangs_up(pop3d_env):
 def test_mailbox_replaced_by_rename_during_session(pop3d_env):
     """Some mail readers rewrite a mailbox into a new file and rename it
     over the old one.  pop3d must not report deletions it did not make:
-    the commit has to notice that the path is another inode now (DESIGN
-    §5: "re-check that the file is the same inode")."""
+    the commit has to notice that the path is another inode now
+    (mbox_journal.c: the commit re-checks that the file is the same
+    inode)."""
     data, chunks, wires = build_mbox(3)
     path = pop3d_env.write_mbox(data)
     srv = pop3d_env.login()

@@ -213,9 +213,11 @@ def test_package_control(built):
     assert "liblockfile-bin" in depends, depends
     assert "adduser" in depends, depends
     assert any(d.startswith("libpam0g") for d in depends), depends
-    # liblockfile (LGPL) is linked in statically: its source is named.
-    assert re.fullmatch(r"liblockfile \(= \S+\)",
+    # liblockfile and libseccomp (LGPL) are linked in statically: their
+    # sources are named; nothing of them is loaded at run time.
+    assert re.fullmatch(r"liblockfile \(= \S+\), libseccomp \(= \S+\)",
                         fields.get("Built-Using", "")), info
+    assert not any(d.startswith("libseccomp") for d in depends), depends
     # /etc/pam.d/pop3d is the one conffile; the maintainer scripts.
     ctl = Path(tempfile.mkdtemp(dir=built["deb"].parent))
     run(["dpkg-deb", "-e", str(built["deb"]), str(ctl)])

@@ -842,6 +842,13 @@ def test_privsep_processes_chroot_and_core_limits(box2):
     main = srv.proc.pid
     child = prelogin_pid(srv)
     assert child != main
+    # The greeting leaves before the fork: wait for the child to say it
+    # has chrooted and dropped (-v), a line it logs right after.
+    deadline = time.monotonic() + 10
+    while f"pre-login process {child}:" not in srv.log and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f"pre-login process {child}:" in srv.log, srv.log
     empty = env.run / "empty"
     # uid_wrapper only simulates the uid change (to the kernel the
     # pre-login process is still root), but chroot(2) is real: the
@@ -1299,7 +1306,11 @@ def big_message_mbox(size):
     return chunk, wire
 
 
-def test_client_that_stops_reading_a_large_retr(pop3d_env):
+@pytest.mark.parametrize("pipes", [False, True], ids=["socket", "pipes"])
+def test_client_that_stops_reading_a_large_retr(pop3d_env, pipes):
+    """Over a socket and over pipes (stunnel exec= may give pipes, whose
+    descriptors pop3d must not make non-blocking: they are the launcher's
+    too), a stalled reader meets the -t deadline."""
     chunk, wire = big_message_mbox(20 * MiB)
     path = pop3d_env.write_mbox(chunk)
     age(path)
@@ -1307,7 +1318,8 @@ def test_client_that_stops_reading_a_large_retr(pop3d_env):
     # -t 2: pop3d gives up on the stalled client by its own timer (the
     # log says so below); one that waits for the client forever is still
     # there after 25 s.  How soon it gives up is not a pass/fail.
-    srv = pop3d_env.login(timeout=2)
+    srv = pop3d_env.start(timeout=2, use_pipes=pipes)
+    assert srv.login().startswith("+OK Maildrop has"), srv.log
     srv.send(b"RETR 1\r\n")
     t0 = time.monotonic()
     pid = srv.proc.pid

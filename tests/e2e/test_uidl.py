@@ -1,5 +1,5 @@
 """
-UIDL stability, end to end (RFC 1939 §7; DESIGN §6): 1-70 characters of
+UIDL stability, end to end (RFC 1939 §7; README "UIDLs"): 1-70 characters of
 0x21-0x7e, unique in the maildrop, and the same for a message in every
 session: after other messages are deleted, after new mail arrives, after
 sessions that ended without QUIT (disconnect, autologout), after a crash
