@@ -887,12 +887,16 @@ def dotlock_lines(b, args):
         h, o = med((k, "helper")), med((k, "own"))
         diff = h - o if h is not None and o is not None else None
         rows.append([label, "ms", fmt(h), fmt(o), fmt(diff),
-                     fmt(diff / pairs) if diff is not None else "–"])
+                     fmt(diff / pairs) if diff is not None else "–",
+                     "%s / %s" % (iqr(v.get((k, "helper"))),
+                                  iqr(v.get((k, "own"))))])
     if not d["commit"]:
-        rows.append(["login+STAT+DELE 1+QUIT", "ms", NEEDS, "–", "–", "–"])
+        rows.append(["login+STAT+DELE 1+QUIT", "ms", NEEDS, "–", "–", "–",
+                     "–"])
     out.append(md_table(["session", "unit", "helper", "own",
                          "helper − own, per session",
-                         "per lock+unlock pair"], rows, "llrrrr"))
+                         "per lock+unlock pair",
+                         "p25–p75, helper / own"], rows, "llrrrrr"))
     out.append("")
     out.append("The helper alone, run by the user with no supplementary "
                "group from sh: `dotlockfile -l` + `dotlockfile -u` %s ms "
@@ -900,6 +904,13 @@ def dotlock_lines(b, args):
                    fmt(d["helper"][0]), fmt(d["helper"][1])))
     out.append("")
     return out
+
+
+def iqr(v):
+    if not v or len(v) < 4:
+        return "–"
+    q = statistics.quantiles(v, n=4)
+    return "%s–%s" % (fmt(q[0]), fmt(q[2]))
 
 
 def multihost_lines(b, args):
