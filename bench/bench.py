@@ -977,10 +977,16 @@ def multihost_lines(b, args):
                "127.0.0.1; %s.  \"one host, GlusterFS, direct\" is host "
                "A without HAProxy; \"local disk\" the same pop3d options "
                "on a plain directory of the local disk (127.0.0.4).  "
-               "Sessions one after another (as the sessions/s row above), "
-               "median of %d runs; every host shares this machine's cores, "
-               "so two hosts show the cost of the path, not a scale-out." % (
-                   m["hosts"], len(next(iter(m["values"].values())))))
+               "Sessions one after another (as the sessions/s row above) "
+               "over %d maildrops in turn, median of %d runs; every host "
+               "shares this machine's cores, so two hosts show the cost of "
+               "the path, not a scale-out.  Sessions told -ERR [IN-USE] "
+               "(the last session's lock on the maildrop not yet released) "
+               "were retried after %d ms, within the time measured: %s." % (
+                   m["hosts"], len(multihost.USERS),
+                   len(next(iter(m["values"].values()))), multihost.RETRY_MS,
+                   ", ".join("%s %d" % (k, v) for k, v in
+                             sorted(m["in_use"].items())) or "none"))
     out.append("")
     return out
 
