@@ -891,8 +891,11 @@ def dotlock_lines(b, args):
 
     out = ["### Dotlocks: liblockfile's setgid helper against an in-process "
            "dotlock (issue 11)", "",
-           "Same pop3d, same user and PAM stack, the same 10-message mailbox "
-           "in two spools on %s, sessions alternating between them: "
+           "Same pop3d, same user, the same 10-message mailbox in two "
+           "spools on %s, sessions alternating between them; the password "
+           "is checked against a password file (-f, SHA-512 crypt with "
+           "1,000 rounds), not PAM, whose yescrypt and its noise would "
+           "hide a few milliseconds: "
            "**helper**: a spool root:mail 2775 as /var/mail, which the "
            "session (the user's uid and gid, no other group) cannot write, "
            "so /usr/bin/dotlockfile makes and removes the lock (a fork and "
