@@ -25,7 +25,7 @@ import time
 
 __all__ = [
     "Pop3Error", "greeting_ms", "sessions_per_s", "open_ms", "retr_each_ms",
-    "retr_pipelined", "dele_quit_ms", "quit_ms",
+    "retr_pipelined", "dele_quit_ms", "quit_ms", "session_ms",
 ]
 
 # Seconds a single recv/send may block before the call fails (a stalled
@@ -497,3 +497,28 @@ def _timed_quit(conn):
     t1 = time.perf_counter()
     conn.close()
     return (t1 - t0) * 1e3
+
+
+def session_ms(host, port, user, password, dele=False):
+    """One lock-step session: connect, greeting, USER, PASS, STAT,
+    DELE 1 when ``dele``, QUIT.  Returns (ms from just before connect()
+    to QUIT's +OK, ms from sending QUIT to its +OK)."""
+    sock = _connect_socket(host, port)
+    try:
+        conn = _Conn(sock)
+        t0 = time.perf_counter()
+        sock.connect((host, port))
+        conn.ok("greeting")
+        conn.cmd(b"USER " + _b(user))
+        conn.cmd(b"PASS " + _b(password))
+        if _stat(conn) <= 0 and dele:
+            raise Pop3Error("mailbox is empty")
+        if dele:
+            conn.cmd(b"DELE 1")
+        t1 = time.perf_counter()
+        sock.sendall(b"QUIT\r\n")
+        conn.ok("QUIT")
+        t2 = time.perf_counter()
+    finally:
+        sock.close()
+    return (t2 - t0) * 1e3, (t2 - t1) * 1e3

@@ -64,7 +64,9 @@ PAM_BODY = PAM_MARK + """; removed after the run.
 @include common-auth
 @include common-account
 """
-PACKAGES = ("dovecot-pop3d", "mailutils-pop3d", "systemd", "procps")
+PACKAGES = ("dovecot-pop3d", "mailutils-pop3d", "systemd", "procps",
+            "liblockfile-bin", "util-linux", "xfsprogs", "haproxy",
+            "glusterfs-server", "glusterfs-client")
 LAUNCHER = "/usr/bin/systemd-socket-activate"
 ALL_PEERS = ("pop3d", "popa3d", "dovecot", "mailutils")
 # popa3d 1.0.3's compiled-in MAX_MAILBOX_OPEN_BYTES (params.h; Debian's
@@ -473,7 +475,18 @@ class Pop3dPeer(InetdPeer):
 
     def command(self):
         run_dir = os.path.join(self.setup.scratch, "pop3d-run")
-        return [self.setup.pop3d_path, "-s", self.pam_service, "-R", run_dir]
+        cmd = [self.setup.pop3d_path, "-s", self.pam_service, "-R", run_dir]
+        if self.setup.pop3d_has("S"):
+            cmd += ["-S", os.path.join(self.setup.scratch, "pop3d-state")]
+        return cmd
+
+
+def has_option(binary, letter, arg="/"):
+    """True when BINARY takes -LETTER ARG (then -V prints its version)."""
+    r = subprocess.run([binary, "-" + letter, arg, "-V"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       stdin=subprocess.DEVNULL)
+    return r.returncode == 0 and r.stdout.startswith(b"pop3d ")
 
 
 class Popa3dPeer(InetdPeer):
@@ -609,9 +622,18 @@ class Setup:
         self.pam_note = None
         self._cleaned = False
         self.started = time.time()
+        self._opts = {}
         atexit.register(self.cleanup)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+
+    def pop3d_has(self, letter):
+        """Whether the pop3d under test has option -LETTER (-S: a state
+        directory; -P: PROXY networks)."""
+        if letter not in self._opts:
+            arg = "127.0.0.1/32" if letter == "P" else "/"
+            self._opts[letter] = has_option(self.pop3d_path, letter, arg)
+        return self._opts[letter]
 
     def _on_signal(self, signum, frame):
         signal.signal(signum, signal.SIG_IGN)
@@ -863,6 +885,7 @@ class Setup:
         if "pop3d" in self.peer_names:
             self._pop3d_user()
         self._mkdir(os.path.join(scratch, "pop3d-run"), mode=0o755)
+        self._mkdir(os.path.join(scratch, "pop3d-state"), mode=0o755)
         self._mkdir(os.path.join(scratch, "dmail"), self.uid, self.gid, 0o755)
         self._mkdir(os.path.join(scratch, "dmail", USER), self.uid,
                     self.gid, 0o700)
@@ -947,6 +970,13 @@ class Setup:
         """Forget every server's index of the mailbox."""
         for p in glob.glob(MAILBOX + ".pop3d-*"):
             os.unlink(p)
+        # pop3d's state directory (-S): index, and a session lock no
+        # session holds (all are quiesced); the files, not the per-user
+        # directories root makes.
+        for root, _, files in os.walk(os.path.join(self.scratch,
+                                                   "pop3d-state")):
+            for name in files:
+                os.unlink(os.path.join(root, name))
         idx = os.path.join(self.scratch, "dindex", USER)
         shutil.rmtree(idx, ignore_errors=True)
 
