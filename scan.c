@@ -10,6 +10,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 
 #include "scan.h"
@@ -45,28 +48,19 @@ vsum(const vbytes *acc)
 	return s;
 }
 
+/*
+ * The portable loop, from buf[i] on: the bytes before i are whole lines
+ * or part of one, already looked at and counted in lines and crlf.
+ */
 static inline __attribute__((always_inline)) size_t
-scan_lines_body(const char *buf, size_t len, struct scan_count *c,
-    int *more_r)
+scan_lines_from(const char *buf, size_t len, size_t i, uint64_t lines,
+    uint64_t crlf, struct scan_count *c, int *more_r)
 {
 	const vbytes	 nl = (vbytes){ 0 } + '\n', cr = (vbytes){ 0 } + '\r',
 			 ef = (vbytes){ 0 } + 'F';
 	const char	*lf;
-	size_t		 i = 0, lim, stop;
-	uint64_t	 lines = 0, crlf = 0;
+	size_t		 lim, stop;
 
-	*more_r = 1;
-	c->lines = c->crlf = 0;
-	if (len == 0)
-		return 0;
-	if (buf[0] == 'F') {
-		if (len < 5)
-			return 0;
-		if (memcmp(buf, "From ", 5) == 0) {
-			*more_r = 0;
-			return 0;
-		}
-	}
 	for (;;) {
 		/*
 		 * Whole vectors while one more byte follows each (the byte
@@ -127,17 +121,150 @@ scan_lines_body(const char *buf, size_t len, struct scan_count *c,
 	return lf == NULL ? 0 : (size_t)(lf - buf) + 1;
 }
 
+static inline __attribute__((always_inline)) size_t
+scan_lines_body(const char *buf, size_t len, struct scan_count *c,
+    int *more_r)
+{
+	*more_r = 1;
+	c->lines = c->crlf = 0;
+	if (len == 0)
+		return 0;
+	if (buf[0] == 'F') {
+		if (len < 5)
+			return 0;
+		if (memcmp(buf, "From ", 5) == 0) {
+			*more_r = 0;
+			return 0;
+		}
+	}
+	return scan_lines_from(buf, len, 0, 0, 0, c, more_r);
+}
+
 #ifdef SCAN_DISPATCH
+/*
+ * The bytes of a line that begins with 'F' at buf[pos]: 1 when it is a
+ * "From " line or too short to tell (the scan stops there), else 0.
+ */
+static inline int
+scan_stops(const char *buf, size_t len, size_t pos, int *more_r)
+{
+	if (len - pos < 5) {
+		*more_r = 1;
+		return 1;
+	}
+	if (memcmp(buf + pos, "From ", 5) == 0) {
+		*more_r = 0;
+		return 1;
+	}
+	return 0;
+}
+
+/* The sum of the four 64-bit lanes. */
+static inline __attribute__((target("avx2"), always_inline)) uint64_t
+hsum64(__m256i v)
+{
+	__m128i	 h = _mm_add_epi64(_mm256_castsi256_si128(v),
+		    _mm256_extracti128_si256(v, 1));
+
+	return (uint64_t)_mm_cvtsi128_si64(h) +
+	    (uint64_t)_mm_extract_epi64(h, 1);
+}
+
+/*
+ * AVX2: 64 bytes a step, four loads and a handful of compares, the
+ * lines counted in byte lanes and summed with psadbw at most every 127
+ * steps (two LFs a lane a step).  A step with an LF before an 'F' looks
+ * at each such line through 64-bit masks, and goes on unless the line
+ * is "From " (or too short to tell); the end, under 65 bytes, is left to
+ * the portable loop.
+ */
 static __attribute__((target("avx2"))) size_t
 scan_lines_avx2(const char *buf, size_t len, struct scan_count *c,
     int *more_r)
 {
-	return scan_lines_body(buf, len, c, more_r);
+	const __m256i	 nl = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r'),
+			 ef = _mm256_set1_epi8('F'), zero = _mm256_setzero_si256();
+	__m256i		 sum_l = zero, sum_c = zero;
+	size_t		 i = 0, lim, pos;
+	uint64_t	 lines, crlf, m_lf, m_cr, m_hit, below;
+	int		 bit;
+
+	*more_r = 1;
+	c->lines = c->crlf = 0;
+	if (len == 0)
+		return 0;
+	if (buf[0] == 'F' && scan_stops(buf, len, 0, more_r))
+		return 0;
+	while (i + 64 < len) {
+		__m256i	 acc_l = zero, acc_c = zero;
+
+		lim = (len - 1 - i) / 64;
+		if (lim > 127)
+			lim = 127;
+		for (; lim > 0; lim--, i += 64) {
+			__m256i	 a0, a1, b0, b1, l0, l1, c0, c1, hit;
+
+			a0 = _mm256_loadu_si256((const __m256i *)(buf + i));
+			a1 = _mm256_loadu_si256((const __m256i *)(buf + i + 32));
+			b0 = _mm256_loadu_si256((const __m256i *)(buf + i + 1));
+			b1 = _mm256_loadu_si256((const __m256i *)(buf + i + 33));
+			l0 = _mm256_cmpeq_epi8(a0, nl);
+			l1 = _mm256_cmpeq_epi8(a1, nl);
+			c0 = _mm256_and_si256(_mm256_cmpeq_epi8(a0, cr),
+			    _mm256_cmpeq_epi8(b0, nl));
+			c1 = _mm256_and_si256(_mm256_cmpeq_epi8(a1, cr),
+			    _mm256_cmpeq_epi8(b1, nl));
+			hit = _mm256_or_si256(
+			    _mm256_and_si256(l0, _mm256_cmpeq_epi8(b0, ef)),
+			    _mm256_and_si256(l1, _mm256_cmpeq_epi8(b1, ef)));
+			if (!_mm256_testz_si256(hit, hit)) {
+				m_lf = (uint32_t)_mm256_movemask_epi8(l0) |
+				    (uint64_t)(uint32_t)
+				    _mm256_movemask_epi8(l1) << 32;
+				m_cr = (uint32_t)_mm256_movemask_epi8(c0) |
+				    (uint64_t)(uint32_t)
+				    _mm256_movemask_epi8(c1) << 32;
+				m_hit = m_lf &
+				    ((uint32_t)_mm256_movemask_epi8(
+				    _mm256_cmpeq_epi8(b0, ef)) |
+				    (uint64_t)(uint32_t)_mm256_movemask_epi8(
+				    _mm256_cmpeq_epi8(b1, ef)) << 32);
+				for (; m_hit != 0; m_hit &= m_hit - 1) {
+					bit = __builtin_ctzll(m_hit);
+					pos = i + (size_t)bit + 1;
+					if (!scan_stops(buf, len, pos, more_r))
+						continue;
+					/* The LFs up to bit, CRs before it. */
+					below = (2ULL << bit) - 1;
+					sum_l = _mm256_add_epi64(sum_l,
+					    _mm256_sad_epu8(acc_l, zero));
+					sum_c = _mm256_add_epi64(sum_c,
+					    _mm256_sad_epu8(acc_c, zero));
+					lines = (uint64_t)
+					    __builtin_popcountll(m_lf & below);
+					crlf = (uint64_t)__builtin_popcountll(
+					    m_cr & (below >> 1));
+					goto out;
+				}
+			}
+			acc_l = _mm256_sub_epi8(_mm256_sub_epi8(acc_l, l0), l1);
+			acc_c = _mm256_sub_epi8(_mm256_sub_epi8(acc_c, c0), c1);
+		}
+		sum_l = _mm256_add_epi64(sum_l, _mm256_sad_epu8(acc_l, zero));
+		sum_c = _mm256_add_epi64(sum_c, _mm256_sad_epu8(acc_c, zero));
+	}
+	/* The last bytes, under 65: the portable loop. */
+	return scan_lines_from(buf, len, i, hsum64(sum_l), hsum64(sum_c), c,
+	    more_r);
+out:
+	c->lines = lines + hsum64(sum_l);
+	c->crlf = crlf + hsum64(sum_c);
+	return pos;
 }
 #endif
 
-static size_t
-scan_lines_base(const char *buf, size_t len, struct scan_count *c,
+size_t
+scan_lines_portable(const char *buf, size_t len, struct scan_count *c,
     int *more_r)
 {
 	return scan_lines_body(buf, len, c, more_r);
@@ -150,7 +277,7 @@ scan_lines(const char *buf, size_t len, struct scan_count *c, int *more_r)
 			    int *);
 
 	if (fn == NULL) {
-		fn = scan_lines_base;
+		fn = scan_lines_portable;
 #ifdef SCAN_DISPATCH
 		if (CPU_FEATURE_ACTIVE(AVX2))
 			fn = scan_lines_avx2;

@@ -25,6 +25,9 @@ struct scan_count {
  */
 size_t	scan_lines(const char *buf, size_t len, struct scan_count *c,
 	    int *more_r);
+/* The same without AVX2, as on CPUs that lack it (for the tests). */
+size_t	scan_lines_portable(const char *buf, size_t len,
+	    struct scan_count *c, int *more_r);
 
 /*
  * Copies whole lines of src[0..len) to dst in POP3 form: each LF or

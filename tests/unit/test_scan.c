@@ -1,7 +1,8 @@
 /*
  * test_scan.c: the vector byte loops (scan.h) against plain byte-by-byte
  * references, on edge cases at every vector boundary and on random text
- * made of the bytes that matter (LF, CR, 'F', "From ", '.').
+ * made of the bytes that matter (LF, CR, 'F', "From ", '.').  The AVX2
+ * loop, where the CPU has it, and the portable one are both checked.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,8 +52,13 @@ check_lines(const char *buf, size_t len)
 	int			 ma, mb;
 	size_t			 na, nb;
 
-	na = scan_lines(buf, len, &a, &ma);
 	nb = ref_lines(buf, len, &b, &mb);
+	na = scan_lines(buf, len, &a, &ma);
+	assert_int_equal(na, nb);
+	assert_int_equal(ma, mb);
+	assert_int_equal(a.lines, b.lines);
+	assert_int_equal(a.crlf, b.crlf);
+	na = scan_lines_portable(buf, len, &a, &ma);
 	assert_int_equal(na, nb);
 	assert_int_equal(ma, mb);
 	assert_int_equal(a.lines, b.lines);
@@ -124,6 +130,37 @@ test_lines_random(void **state)
 		/* From the middle too: the start need not be aligned. */
 		if (len > 3)
 			check_lines(buf + 3, len - 3);
+	}
+	free(buf);
+}
+
+/*
+ * Runs of nothing but line ends, and of lines that begin with 'F' but
+ * not "From ": the lane counters must not overflow, and every 'F' must
+ * be looked at and passed over.
+ */
+static void
+test_lines_dense(void **state)
+{
+	static const char *const pats[] = { "\n", "\r\n", "\nF", "\nFrom",
+	    "\nFrox ", "\r" };
+	char	*buf;
+	size_t	 len = 40000, i, k, n;
+
+	(void)state;
+	buf = malloc(len);
+	assert_non_null(buf);
+	for (k = 0; k < sizeof(pats) / sizeof(pats[0]); k++) {
+		n = strlen(pats[k]);
+		for (i = 0; i < len; i++)
+			buf[i] = pats[k][i % n];
+		check_lines(buf, len);
+		check_lines(buf + 1, len - 1);
+		/* A separator at the end of the run, then after it. */
+		memcpy(buf + len - 300, "\nFrom x\n", 8);
+		check_lines(buf, len);
+		check_lines(buf, len - 290);
+		check_lines(buf, len - 295);
 	}
 	free(buf);
 }
@@ -205,6 +242,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lines_edges),
 		cmocka_unit_test(test_lines_random),
+		cmocka_unit_test(test_lines_dense),
 		cmocka_unit_test(test_crlf),
 	};
 
