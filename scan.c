@@ -306,17 +306,123 @@ put_line(char *dst, const char *src, size_t n, int over_ok)
 	return n + 2;
 }
 
-size_t
-scan_crlf(char *dst, size_t dstsize, const char *src, size_t len,
+#ifdef __SSE2__
+/* Copies 16 bytes; returns the mask of the LFs among them. */
+static inline __attribute__((always_inline)) unsigned int
+copy16(char *dst, const char *src)
+{
+	__m128i	 v = _mm_loadu_si128((const __m128i *)(const void *)src);
+
+	_mm_storeu_si128((__m128i *)(void *)dst, v);
+	return (unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v,
+	    _mm_set1_epi8('\n')));
+}
+
+#ifdef SCAN_DISPATCH
+static inline __attribute__((target("avx2"), always_inline)) unsigned int
+copy32(char *dst, const char *src)
+{
+	__m256i	 v = _mm256_loadu_si256((const __m256i *)(const void *)src);
+
+	_mm256_storeu_si256((__m256i *)(void *)dst, v);
+	return (unsigned int)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v,
+	    _mm256_set1_epi8('\n')));
+}
+#endif
+
+/*
+ * The bulk of scan_crlf, w bytes a step (copy() moves w and finds their
+ * LFs), while src has 2w bytes more and dst 4w: each step's bytes are
+ * stored as they are, and at each LF the w bytes that follow are stored
+ * again one or two places on, after the CR put before a bare LF and the
+ * dot put before a line's leading '.'.  dst is src with d bytes
+ * inserted so far: no line is copied on its own.  Returns the start of
+ * the first line not finished, *out_r where it goes in dst; what was
+ * written after that is left to the exact loop to write again.
+ */
+static inline __attribute__((always_inline)) size_t
+crlf_bulk(char *dst, size_t dstsize, const char *src, size_t len,
+    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r, size_t w,
+    unsigned int (*copy)(char *, const char *))
+{
+	size_t		 i = 0, start = 0, ostart = 0, d, j, ilim, olim;
+	uint64_t	 lines = 0, stuffed = 0;
+	unsigned int	 mask, dot;
+
+	*out_r = 0;
+	*lines_r = *stuffed_r = 0;
+	if (len < 2 * w || dstsize < 4 * w)
+		return 0;
+	ilim = len - 2 * w;
+	olim = dstsize - 4 * w;
+	dot = src[0] == '.';
+	dst[0] = '.';
+	d = dot;
+	/* Each step adds at most 2w bytes (a CR and a dot a line). */
+	for (; i <= ilim && i + d <= olim; i += w) {
+		for (mask = copy(dst + i + d, src + i); mask != 0;
+		    mask &= mask - 1) {
+			j = i + (size_t)__builtin_ctz(mask);
+			if (j == start || src[j - 1] != '\r') {
+				dst[j + d] = '\r';
+				d++;
+				dst[j + d] = '\n';
+			}
+			lines++;
+			stuffed += dot;
+			start = j + 1;
+			ostart = start + d;
+			dot = src[start] == '.';
+			dst[start + d] = '.';
+			d += dot;
+			(void)copy(dst + start + d, src + start);
+		}
+	}
+	*out_r = ostart;
+	*lines_r = lines;
+	*stuffed_r = stuffed;
+	return start;
+}
+
+#ifdef SCAN_DISPATCH
+static __attribute__((target("avx2"))) size_t
+crlf_bulk_avx2(char *dst, size_t dstsize, const char *src, size_t len,
     size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r)
+{
+	return crlf_bulk(dst, dstsize, src, len, out_r, lines_r, stuffed_r,
+	    32, copy32);
+}
+#endif
+
+static size_t
+crlf_bulk_sse2(char *dst, size_t dstsize, const char *src, size_t len,
+    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r)
+{
+	return crlf_bulk(dst, dstsize, src, len, out_r, lines_r, stuffed_r,
+	    16, copy16);
+}
+#endif
+
+/*
+ * scan_crlf with bulk, if not NULL, doing most of the work, and the exact
+ * loop the rest.
+ */
+static size_t
+crlf_with(size_t (*bulk)(char *, size_t, const char *, size_t, size_t *,
+    uint64_t *, uint64_t *), char *dst, size_t dstsize, const char *src,
+    size_t len, size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r)
 {
 	size_t		 out = 0, start = 0, i = 0, n, c, need, j;
 	uint64_t	 lines = 0, stuffed = 0;
 	unsigned int	 mask;
 
+	if (bulk != NULL)
+		start = i = bulk(dst, dstsize, src, len, &out, &lines,
+		    &stuffed);
 	/*
-	 * LF positions 16 at a time as a bit mask (SSE2, or the plain loop
-	 * below), then each line [start, LF) copied out with its CRLF.
+	 * What is left: LF positions 16 at a time as a bit mask (SSE2, or
+	 * the plain loop below), then each line [start, LF) copied out with
+	 * its CRLF.
 	 */
 	for (;;) {
 #ifdef __SSE2__
@@ -373,4 +479,39 @@ done:
 	*lines_r = lines;
 	*stuffed_r = stuffed;
 	return start;
+}
+
+size_t
+scan_crlf(char *dst, size_t dstsize, const char *src, size_t len,
+    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r)
+{
+	static size_t	(*bulk)(char *, size_t, const char *, size_t, size_t *,
+			    uint64_t *, uint64_t *);
+	static int	 chosen;
+
+	if (!chosen) {
+#ifdef __SSE2__
+		bulk = crlf_bulk_sse2;
+#endif
+#ifdef SCAN_DISPATCH
+		if (CPU_FEATURE_ACTIVE(AVX2))
+			bulk = crlf_bulk_avx2;
+#endif
+		chosen = 1;
+	}
+	return crlf_with(bulk, dst, dstsize, src, len, out_r, lines_r,
+	    stuffed_r);
+}
+
+size_t
+scan_crlf_portable(char *dst, size_t dstsize, const char *src, size_t len,
+    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r)
+{
+#ifdef __SSE2__
+	return crlf_with(crlf_bulk_sse2, dst, dstsize, src, len, out_r,
+	    lines_r, stuffed_r);
+#else
+	return crlf_with(NULL, dst, dstsize, src, len, out_r, lines_r,
+	    stuffed_r);
+#endif
 }

@@ -39,5 +39,8 @@ size_t	scan_lines_portable(const char *buf, size_t len,
  */
 size_t	scan_crlf(char *dst, size_t dstsize, const char *src, size_t len,
 	    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r);
+/* The same without AVX2 (for the tests). */
+size_t	scan_crlf_portable(char *dst, size_t dstsize, const char *src,
+	    size_t len, size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r);
 
 #endif

@@ -195,44 +195,54 @@ ref_crlf(char *dst, size_t dstsize, const char *src, size_t len,
 	return s;
 }
 
+/* scan_crlf and scan_crlf_portable against ref_crlf, room bytes of dst. */
 static void
-test_crlf(void **state)
+check_crlf(const char *src, size_t len, size_t room)
 {
-	static const char *const cases[] = { "", "a", "a\n", ".\n", "..\n",
-	    "a\r\n", "\r\n", "\r\r\n", ".x\r\nb\nc", "\n\n\n" };
-	char		 src[5000], d1[12000], d2[12000];
-	size_t		 i, len, o1, o2, n1, n2, room;
+	static char	 d1[12000], d2[12000];
+	size_t		 o1, o2, n1, n2;
 	uint64_t	 l1, l2, s1, s2;
+	int		 k;
 
-	(void)state;
-	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		len = strlen(cases[i]);
-		for (room = 0; room < 12; room++) {
-			n1 = scan_crlf(d1, room, cases[i], len, &o1, &l1, &s1);
-			n2 = ref_crlf(d2, room, cases[i], len, &o2, &l2, &s2);
-			assert_int_equal(n1, n2);
-			assert_int_equal(o1, o2);
-			assert_int_equal(l1, l2);
-			assert_int_equal(s1, s2);
-			assert_memory_equal(d1, d2, o1);
-		}
-	}
-	srandom(5034);
-	for (i = 0; i < 2000; i++) {
-		static const char alphabet[] = "\n\r.abc";
-		size_t	 k;
-
-		len = (size_t)random() % sizeof(src);
-		for (k = 0; k < len; k++)
-			src[k] = alphabet[random() % 6];
-		room = (size_t)random() % sizeof(d1);
-		n1 = scan_crlf(d1, room, src, len, &o1, &l1, &s1);
-		n2 = ref_crlf(d2, room, src, len, &o2, &l2, &s2);
+	assert_true(room <= sizeof(d1));
+	n2 = ref_crlf(d2, room, src, len, &o2, &l2, &s2);
+	for (k = 0; k < 2; k++) {
+		n1 = (k == 0 ? scan_crlf : scan_crlf_portable)(d1, room, src,
+		    len, &o1, &l1, &s1);
 		assert_int_equal(n1, n2);
 		assert_int_equal(o1, o2);
 		assert_int_equal(l1, l2);
 		assert_int_equal(s1, s2);
 		assert_memory_equal(d1, d2, o1);
+	}
+}
+
+static void
+test_crlf(void **state)
+{
+	static const char *const cases[] = { "", "a", "a\n", ".\n", "..\n",
+	    "a\r\n", "\r\n", "\r\r\n", ".x\r\nb\nc", "\n\n\n" };
+	char		 src[5000];
+	size_t		 i, len, room;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		len = strlen(cases[i]);
+		for (room = 0; room < 12; room++)
+			check_crlf(cases[i], len, room);
+	}
+	srandom(5034);
+	for (i = 0; i < 4000; i++) {
+		/* Dense line ends, then lines of about 40 and 200 bytes. */
+		static const char alphabet[] = "\n\r.abc";
+		size_t	 k, sparse = i < 2000 ? 0 : i < 3000 ? 40 : 200;
+
+		len = (size_t)random() % sizeof(src);
+		for (k = 0; k < len; k++)
+			src[k] = sparse == 0 ? alphabet[random() % 6] :
+			    random() % sparse == 0 ? alphabet[random() % 3] :
+			    'x';
+		check_crlf(src, len, (size_t)random() % (2 * len + 100));
 	}
 }
 
