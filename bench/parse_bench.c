@@ -8,8 +8,8 @@
  * The file is read once to bring it into the page cache; then
  * mbox_parse_fd() (with its table freed) and `wc -l` each run the given
  * number of times, interleaved.  Printed: the best and median wall-clock
- * GB/s of each and the CPU time of the best run, so that a loaded
- * machine can still be read.
+ * GB/s of each, the CPU time (user, system) of the best run and the mean
+ * CPU time of a run, which a loaded machine disturbs less than the clock.
  */
 #include <sys/types.h>
 #include <sys/resource.h>
@@ -56,7 +56,7 @@ seconds(const struct timeval *tv)
 	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
-/* Subtracts the CPU times of who since *ru from s, then adds them now. */
+/* Sets s's CPU times to those who used since *ru. */
 static void
 cpu_since(int who, const struct rusage *ru, struct sample *s)
 {
