@@ -133,7 +133,8 @@ scan_line(struct scanner *sc, struct line *l)
 	int		 last_cr;
 
 	/* Memory ahead, as scan_lines() asks for it in bodies (scan.c). */
-	__builtin_prefetch(sc->buf + sc->pos + 4096);
+	__builtin_prefetch((const void *)((uintptr_t)(sc->buf + sc->pos) +
+	    4096));
 	for (;;) {
 		lf = memchr(sc->buf + sc->pos + scanned, '\n',
 		    sc->len - sc->pos - scanned);

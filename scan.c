@@ -18,8 +18,14 @@
 #include "scan.h"
 
 #define VEC	32
-/* How far ahead of the parser's scan memory is asked for. */
+/*
+ * How far ahead of the parser's scan memory is asked for; the address is
+ * made as an integer, since it may lie past the end of the buffer (a
+ * prefetch never faults).
+ */
 #define SCAN_PREFETCH	4096
+#define PREFETCH(p)	__builtin_prefetch((const void *)((uintptr_t)(p) + \
+			    SCAN_PREFETCH))
 typedef char		 vbytes __attribute__((vector_size(VEC)));
 typedef uint64_t	 vwords __attribute__((vector_size(VEC)));
 
@@ -81,7 +87,7 @@ scan_lines_from(const char *buf, size_t len, size_t i, uint64_t lines,
 			for (; lim > 0; lim--, i += VEC) {
 				vbytes	 v, w, is_lf;
 
-				__builtin_prefetch(buf + i + SCAN_PREFETCH);
+				PREFETCH(buf + i);
 				VLOAD(v, buf + i);
 				VLOAD(w, buf + i + 1);
 				is_lf = v == nl;
@@ -210,10 +216,9 @@ scan_lines_avx2(const char *buf, size_t len, struct scan_count *c,
 			/*
 			 * Well ahead: on mail not yet in the CPU's caches
 			 * this halves the time (the hardware's own
-			 * prefetch does not keep up).  A prefetch past the
-			 * end of buf is harmless: it never faults.
+			 * prefetch does not keep up).
 			 */
-			__builtin_prefetch(buf + i + SCAN_PREFETCH);
+			PREFETCH(buf + i);
 			a0 = _mm256_loadu_si256((const __m256i *)(buf + i));
 			a1 = _mm256_loadu_si256((const __m256i *)(buf + i + 32));
 			b0 = _mm256_loadu_si256((const __m256i *)(buf + i + 1));
