@@ -117,6 +117,16 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 bench/bench.py $(BENCH_ARGS)
 
+# The parser alone beside wc -l on a page-cached mailbox (README.md,
+# "Performance"): make bench-parse PARSE_MBOX=FILE PARSE_RUNS=N.
+PARSE_MBOX ?= $(shell /usr/bin/python3 bench/gen.py 10000)
+PARSE_RUNS ?= 10
+bench/parse_bench: bench/parse_bench.c $(LIBOBJS) $(FLAGS_STAMP)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -I. -o $@ $< $(LIBOBJS) $(LDLIBS)
+
+bench-parse: bench/parse_bench
+	@bench/parse_bench -n $(PARSE_RUNS) $(PARSE_MBOX)
+
 SYSTEMDDIR ?= $(SYSCONFDIR)/systemd/system
 DOCDIR	?= $(PREFIX)/share/doc/pop3d
 FIXPATH	 = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g'
@@ -166,10 +176,10 @@ uninstall:
 
 clean:
 	rm -f pop3d *.o $(LIBSRCS:.c=.d) pop3d.d $(UNITS) tests/unit/*.d $(FLAGS_STAMP) \
-	    $(FAULTLIB) $(FUZZERS)
+	    $(FAULTLIB) $(FUZZERS) bench/parse_bench bench/parse_bench.d
 	rm -rf tests/out
 	rm -rf tests/__pycache__ tests/e2e/__pycache__ .pytest_cache
 
-.PHONY: all units fuzzers fuzz deps check demo bench install uninstall clean
+.PHONY: all units fuzzers fuzz deps check demo bench bench-parse install uninstall clean
 
 -include $(wildcard $(LIBSRCS:.c=.d) pop3d.d tests/unit/*.d)

@@ -11,15 +11,15 @@
 
 #include "mbox_impl.h"
 
+/* Is p the start of one of the 3-letter words packed in words? */
 static int
-match_word(const char *p, const char *end, const char *const *words)
+match_word(const char *p, const char *end, const char *words)
 {
-	size_t	 i;
-
 	if (end - p < 3)
 		return 0;
-	for (i = 0; words[i] != NULL; i++)
-		if (strncmp(p, words[i], 3) == 0)
+	/* A byte compare, no call: this runs for every separator. */
+	for (; *words != '\0'; words += 3)
+		if (p[0] == words[0] && p[1] == words[1] && p[2] == words[2])
 			return 1;
 	return 0;
 }
@@ -45,10 +45,8 @@ skip_digits(const char *p, const char *end, int n_min, int n_max)
 static int
 match_date(const char *p, const char *end)
 {
-	static const char *const wdays[] = { "Mon", "Tue", "Wed", "Thu",
-	    "Fri", "Sat", "Sun", NULL };
-	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr",
-	    "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec", NULL };
+	static const char wdays[] = "MonTueWedThuFriSatSun";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	const char	*q;
 
 	if (!match_word(p, end, wdays) || end - p < 4 || p[3] != ' ')
@@ -90,12 +88,15 @@ match_date(const char *p, const char *end)
 int
 mbox_is_from_line(const char *line, size_t len)
 {
-	const char	*end = line + len, *p;
+	const char	*end = line + len, *p, *sp;
 
 	if (len < 5 || memcmp(line, "From ", 5) != 0)
 		return 0;
-	for (p = line + 5; p < end; p++)
-		if (p[-1] == ' ' && match_date(p, end))
+	/* A date may start after any space (a sender may hold some). */
+	for (p = line + 5;; p = sp + 1) {
+		if (match_date(p, end))
 			return 1;
-	return 0;
+		if ((sp = memchr(p, ' ', (size_t)(end - p))) == NULL)
+			return 0;
+	}
 }

@@ -25,6 +25,9 @@ struct scan_count {
  */
 size_t	scan_lines(const char *buf, size_t len, struct scan_count *c,
 	    int *more_r);
+/* The same without AVX2, as on CPUs that lack it (for the tests). */
+size_t	scan_lines_portable(const char *buf, size_t len,
+	    struct scan_count *c, int *more_r);
 
 /*
  * Copies whole lines of src[0..len) to dst in POP3 form: each LF or
@@ -36,5 +39,8 @@ size_t	scan_lines(const char *buf, size_t len, struct scan_count *c,
  */
 size_t	scan_crlf(char *dst, size_t dstsize, const char *src, size_t len,
 	    size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r);
+/* The same without AVX2 (for the tests). */
+size_t	scan_crlf_portable(char *dst, size_t dstsize, const char *src,
+	    size_t len, size_t *out_r, uint64_t *lines_r, uint64_t *stuffed_r);
 
 #endif
