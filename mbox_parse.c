@@ -8,7 +8,6 @@
  * Runs as the mail user, on bytes any sender may have chosen.
  */
 #include <sys/types.h>
-#include <sys/mman.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -24,80 +23,15 @@
 
 /* ---- the scanner --------------------------------------------------- */
 
-/*
- * The scanner maps the file in windows of MAP_WINDOW bytes at multiples
- * of MAP_ALIGN, so that page-cached mail is parsed where it lies instead
- * of being copied (the copy cost as much as the parse), and the window's
- * 2 MiB can be one huge page.  The windows overlap by 8 KiB, more than
- * the LINE_KEEP bytes an unfinished line may keep, so each new one holds
- * the line in progress.  The last window that would reach the end of the
- * file, and everything after a failed mmap, is read with pread() into
- * own instead: the parse ends where a read says the file ends, as it did
- * with reads alone.  The file is locked while it is parsed (mbox_lock.c),
- * so nobody who locks can shrink it under a window; one who does not
- * lock and truncates it kills the session with SIGBUS, before the UPDATE
- * state, which leaves the mailbox as it is.
- */
-#define MAP_ALIGN	((off_t)2 << 20)
-#define MAP_WINDOW	((size_t)MAP_ALIGN + 8192)
-
 struct scanner {
 	int		 fd;
-	char		*buf;		/* the bytes at buf_off: map or own */
+	char		*buf;		/* CHUNK + LINE_KEEP */
 	off_t		 buf_off;	/* file offset of buf[0] */
 	size_t		 len;
 	size_t		 pos;
 	int		 eof;
-	off_t		 fsize;		/* as the parse began */
-	int		 mapping;	/* windows still to be mapped */
-	char		*map;		/* the current window, or NULL */
-	char		*own;		/* CHUNK + LINE_KEEP, for pread() */
 	char		 keep[LINE_KEEP];
 };
-
-static void
-scan_unmap(struct scanner *sc)
-{
-	if (sc->map != NULL)
-		(void)munmap(sc->map, MAP_WINDOW);
-	sc->map = NULL;
-}
-
-/*
- * Maps the window that holds [pos, len) and the bytes after it; 0, or -1
- * when the reads take over (own then holds [pos, len) at its start).
- * [pos, len) is at most LINE_KEEP bytes, as for scan_fill().
- */
-static int
-scan_map(struct scanner *sc)
-{
-	off_t	 next = sc->buf_off + (off_t)sc->pos, base;
-	size_t	 keep = sc->len - sc->pos;
-	char	*m = MAP_FAILED;
-
-	/*
-	 * The line in progress goes to own first: one window at a time is
-	 * mapped (each counts in the session's resident size).
-	 */
-	memmove(sc->own, sc->buf + sc->pos, keep);
-	scan_unmap(sc);
-	sc->buf = sc->own;
-	sc->buf_off = next;
-	sc->len = keep;
-	sc->pos = 0;
-	base = next - next % MAP_ALIGN;
-	if (sc->fsize - base > (off_t)MAP_WINDOW && keep <= LINE_KEEP)
-		m = mmap(NULL, MAP_WINDOW, PROT_READ, MAP_PRIVATE |
-		    MAP_POPULATE, sc->fd, base);
-	if (m == MAP_FAILED) {
-		sc->mapping = 0;
-		return -1;
-	}
-	sc->map = m;
-	sc->buf = m + (next - base);
-	sc->len = MAP_WINDOW - (size_t)(next - base);
-	return 0;
-}
 
 /* Reads more into buf after keeping [pos, len); 0, or -1 on error. */
 static int
@@ -105,8 +39,6 @@ scan_fill(struct scanner *sc)
 {
 	ssize_t	 n;
 
-	if (sc->mapping && scan_map(sc) == 0)
-		return 0;
 	if (sc->pos > 0) {
 		memmove(sc->buf, sc->buf + sc->pos, sc->len - sc->pos);
 		sc->buf_off += (off_t)sc->pos;
@@ -399,15 +331,12 @@ mbox_parse(struct maildrop *mb, off_t start, off_t fsize)
 
 	if ((sc = calloc(1, sizeof(*sc))) == NULL)
 		return MAILDROP_NOMEM;
-	if ((sc->own = malloc(CHUNK + LINE_KEEP)) == NULL) {
+	if ((sc->buf = malloc(CHUNK + LINE_KEEP)) == NULL) {
 		free(sc);
 		return MAILDROP_NOMEM;
 	}
-	sc->buf = sc->own;
 	sc->fd = mb->fd;
 	sc->buf_off = start;
-	sc->fsize = fsize;
-	sc->mapping = 1;
 	memset(&p, 0, sizeof(p));
 	mbox_uid_init(&p.uid, mb, start);
 	p.cl_end = -1;
@@ -495,8 +424,7 @@ mbox_parse(struct maildrop *mb, off_t start, off_t fsize)
 		mb->nhidden = mb->nmsgs > 0 && mb->msgs[0].hidden;
 		st = mbox_uid_number(mb);
 	}
-	scan_unmap(sc);
-	free(sc->own);
+	free(sc->buf);
 	free(sc);
 	return st;
 }

@@ -3,12 +3,7 @@
  * references, on edge cases at every vector boundary and on random text
  * made of the bytes that matter (LF, CR, 'F', "From ", '.').  The AVX2
  * loop, where the CPU has it, and the portable one are both checked.
- * Last, the parser's scanner over a mailbox of several of its mapped
- * windows, with separators and long lines across each window's end.
  */
-#include <sys/types.h>
-#include <sys/mman.h>
-
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,13 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <unistd.h>
-
 #include <cmocka.h>
 
-#include "log.h"
-#include "maildrop.h"
-#include "mbox.h"
 #include "scan.h"
 
 /* What scan_lines promises, one line at a time. */
@@ -256,134 +246,6 @@ test_crlf(void **state)
 	}
 }
 
-/* ---- the parser's windows ----------------------------------------- */
-
-#define WIN_ALIGN	(2 << 20)	/* mbox_parse.c's MAP_ALIGN */
-#define WIN_OVERLAP	8192		/* and what MAP_WINDOW adds to it */
-#define WIN_COUNT	6
-
-/* A mailbox being made, and what the parser should make of it. */
-struct gen {
-	char		*buf;
-	size_t		 len;
-	size_t		 cap;
-	uint64_t	 sizes[4096];	/* each message's size on the wire */
-	size_t		 n;
-};
-
-static void
-gen_put(struct gen *g, const char *s, size_t len)
-{
-	if (g->len + len > g->cap) {
-		g->cap = (g->len + len) * 2;
-		g->buf = realloc(g->buf, g->cap);
-		assert_non_null(g->buf);
-	}
-	memcpy(g->buf + g->len, s, len);
-	g->len += len;
-}
-
-/* One body line of content len (no "From " start), counted in the size. */
-static void
-gen_line(struct gen *g, size_t len, int crlf)
-{
-	size_t	 i;
-	char	 c;
-
-	for (i = 0; i < len; i++) {
-		c = (char)('a' + random() % 26);
-		if (random() % 9 == 0)
-			c = i == 0 ? 'F' : ' ';
-		gen_put(g, &c, 1);
-	}
-	gen_put(g, crlf ? "\r\n" : "\n", crlf ? 2 : 1);
-	g->sizes[g->n - 1] += len + 2;
-}
-
-static void
-gen_from(struct gen *g)
-{
-	static const char from[] = "From a@b Mon Jan  1 00:00:00 2000\n";
-
-	assert_true(g->n < sizeof(g->sizes) / sizeof(g->sizes[0]));
-	if (g->n > 0)
-		gen_put(g, "\n", 1);	/* the framing before a separator */
-	gen_put(g, from, sizeof(from) - 1);
-	g->sizes[g->n++] = 0;
-	gen_line(g, 10, 0);
-	gen_put(g, "\n", 1);		/* the end of the header */
-	g->sizes[g->n - 1] += 2;
-}
-
-/*
- * Bodies of random lines, some longer than LINE_KEEP; before each
- * window's end the last body line is cut so that what comes next (a
- * separator, a long line, an 'F' line) starts at a chosen distance from
- * it.
- */
-static void
-test_parse_windows(void **state)
-{
-	static const long at[] = { -1, 0, 1, -5, -40, -4096, -4097, 3 };
-	struct gen	*g;
-	struct maildrop	*md;
-	size_t		 k, i, target, room;
-	off_t		 start, end;
-	int		 fd, crlf;
-
-	(void)state;
-	srandom(2026);
-	g = calloc(1, sizeof(*g));
-	assert_non_null(g);
-	for (k = 1; k <= WIN_COUNT; k++) {
-		target = k * (size_t)WIN_ALIGN + WIN_OVERLAP +
-		    (size_t)at[(k + random() % 2) % 8];
-		crlf = k % 3 == 0;
-		gen_from(g);
-		while (g->len + 30000 < target) {
-			gen_line(g, random() % 7 == 0 ?
-			    4000 + (size_t)random() % 8000 :
-			    (size_t)random() % 120, crlf);
-			if (random() % 200 == 0)
-				gen_from(g);
-		}
-		/* A last line so that the next one starts at target - 1. */
-		room = target - 1 - g->len;
-		gen_line(g, room - 1 - (size_t)crlf, crlf);
-		switch (k % 3) {
-		case 0:
-			gen_from(g);		/* a separator across it */
-			break;
-		case 1:
-			gen_line(g, 9000, crlf);	/* a long line */
-			break;
-		default:
-			gen_line(g, 3, crlf);	/* an 'F' line, maybe */
-			break;
-		}
-	}
-	for (i = 0; i < 200; i++)
-		gen_line(g, (size_t)random() % 100, 0);
-	gen_put(g, "\n", 1);		/* the framing of the last message */
-
-	fd = memfd_create("windows", 0);
-	assert_true(fd != -1);
-	assert_true(write(fd, g->buf, g->len) == (ssize_t)g->len);
-	assert_int_equal(mbox_parse_fd(fd, &md), MAILDROP_OK);
-	assert_int_equal(maildrop_count(md), g->n);
-	end = 0;
-	for (i = 0; i < g->n; i++) {
-		assert_int_equal(maildrop_size(md, i), g->sizes[i]);
-		mbox_extent(md, i, &start, &end);
-		assert_true(start < end);
-	}
-	assert_int_equal(end, (off_t)g->len - 1);
-	maildrop_close(md);
-	(void)close(fd);
-	free(g->buf);
-	free(g);
-}
-
 int
 main(void)
 {
@@ -392,10 +254,7 @@ main(void)
 		cmocka_unit_test(test_lines_random),
 		cmocka_unit_test(test_lines_dense),
 		cmocka_unit_test(test_crlf),
-		cmocka_unit_test(test_parse_windows),
 	};
-
-	log_init("test_scan", 1, 0);
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
