@@ -396,6 +396,41 @@ assert_file_is(const char *path, const char *want, size_t want_len,
 
 /* ---- per-fixture tests ---------------------------------------------- */
 
+/*
+ * The expected UIDLs, when the fixture has them: NAME.uidl, one a line,
+ * made once with md5sum over the documented header lines (see
+ * tests/fixtures/README.md), never with pop3d's own code.
+ */
+static void
+check_uidl_file(const struct fixture *f, char (*u)[MAILDROP_UIDL_MAX])
+{
+	char	*path, *data, *line, *next;
+	size_t	 len, i = 0;
+
+	if (asprintf(&path, "%s/%s.uidl", tu_fixtures_dir(), f->name) == -1)
+		abort();
+	if ((data = tu_read_file(path, &len)) == NULL) {
+		free(path);
+		return;		/* not every fixture has one */
+	}
+	for (line = data; *line != '\0'; line = next) {
+		if ((next = strchr(line, '\n')) == NULL)
+			next = line + strlen(line);
+		else
+			*next++ = '\0';
+		if (i >= f->n)
+			fail_msg("%s: more UIDLs than messages", path);
+		if (strcmp(line, u[i]) != 0)
+			fail_msg("%s: message %zu has UIDL %s, %s expects %s",
+			    f->name, i + 1, u[i], path, line);
+		i++;
+	}
+	if (i != f->n)
+		fail_msg("%s: %zu UIDLs for %zu messages", path, i, f->n);
+	free(data);
+	free(path);
+}
+
 static void
 test_fixture_parse(void **state)
 {
@@ -432,6 +467,7 @@ test_fixture_parse(void **state)
 
 	/* UIDLs: well-formed, unique, the same when parsed again. */
 	u = uidls(mb);
+	check_uidl_file(f, u);
 	for (i = 0; i < f->n; i++)
 		for (j = i + 1; j < f->n; j++)
 			if (strcmp(u[i], u[j]) == 0)
@@ -855,6 +891,8 @@ test_uidl_duplicates(void **state)
 	assert_int_equal(mbox_parse_fd(fd, &mb), MAILDROP_OK);
 	assert_int_equal(maildrop_count(mb), 4);
 	u = uidls(mb);
+	/* The values themselves: tests/fixtures/duplicates.uidl. */
+	check_uidl_file(f, u);
 	assert_null(strchr(u[0], '-'));
 	assert_null(strchr(u[1], '-'));
 	assert_string_not_equal(u[0], u[1]);
