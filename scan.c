@@ -2,7 +2,8 @@
  * scan.c: vector byte loops for the parser and the body writer (see
  * scan.h), written with GCC vector extensions; the byte loops after them
  * finish what is left.  The unit tests compare both with plain
- * references.
+ * references.  Runs as the mail user, on mailbox bytes any sender may
+ * have written; every loop is bounded by the length it is given.
  */
 #include <stdint.h>
 #include <string.h>
