@@ -57,9 +57,18 @@ enum maildrop_uidl_scheme {
 struct maildrop_hooks {
 	/* Seconds to keep trying for the mailbox locks. */
 	int	  lock_timeout;
+	/*
+	 * On a shared file system, where a dotlock's PID may be another
+	 * host's: seconds another's dotlock must stay untouched before it is
+	 * broken (0: MAILDROP_DOTLOCK_STALE).  Held dotlocks are touched a
+	 * third as often.
+	 */
+	int	  dotlock_stale;
 	/* The UIDL scheme; 0 is pop3d's own. */
 	enum maildrop_uidl_scheme uidl_scheme;
 };
+
+#define MAILDROP_DOTLOCK_STALE	120	/* Dovecot's mbox_dotlock_change_timeout */
 
 struct maildrop;
 

@@ -31,6 +31,48 @@
 
 #define DOTLOCK_REFRESH	60		/* seconds between lockfile_touch */
 
+/* How long another's dotlock may go untouched on a shared file system. */
+static int
+dotlock_stale(const struct maildrop *mb)
+{
+	return mb->hooks.dotlock_stale > 0 ? mb->hooks.dotlock_stale :
+	    MAILDROP_DOTLOCK_STALE;
+}
+
+/* How often a held dotlock is touched: well within what others allow. */
+static int
+dotlock_refresh(const struct maildrop *mb)
+{
+	int	 every = DOTLOCK_REFRESH;
+
+	if (mb->netfs && dotlock_stale(mb) / 3 < every)
+		every = dotlock_stale(mb) / 3;
+	return every > 0 ? every : 1;
+}
+
+/*
+ * On a shared file system a dotlock's PID says nothing (it may be
+ * another host's), so a lock is stale by age alone: untouched for
+ * dotlock_stale() seconds.  The lock's mtime is another clock's, but
+ * hosts sharing a spool keep theirs within a second, which is nothing
+ * beside that.  Removes such a lock.
+ */
+static void
+dotlock_break_stale(struct maildrop *mb)
+{
+	struct stat	 sb;
+	time_t		 now = time(NULL);
+
+	if (lstat(mb->lockpath, &sb) == -1 || !S_ISREG(sb.st_mode))
+		return;
+	if (now - sb.st_mtime < dotlock_stale(mb))
+		return;
+	log_notice("%s: breaking a dotlock untouched for %lld s",
+	    mb->lockpath, (long long)(now - sb.st_mtime));
+	if (lockfile_remove(mb->lockpath) != 0 && errno != ENOENT)
+		log_warn("remove %s", mb->lockpath);
+}
+
 static int
 ofd_lock(int fd, short type)
 {
@@ -75,7 +117,7 @@ mbox_dotlock_refresh(struct maildrop *mb)
 {
 	time_t	 now = time(NULL);
 
-	if (!mb->dotlocked || now - mb->dotlock_time < DOTLOCK_REFRESH)
+	if (!mb->dotlocked || now - mb->dotlock_time < dotlock_refresh(mb))
 		return;
 	(void)lockfile_touch(mb->lockpath);
 	mb->dotlock_time = now;
@@ -104,9 +146,10 @@ mbox_lock(struct maildrop *mb)
 			 * L_PID: a lock whose process is gone is stale at
 			 * once.  Not on a shared file system, where the PID
 			 * may be another host's: there a lock is stale by
-			 * age (liblockfile's 5 minutes; ours is touched every
-			 * DOTLOCK_REFRESH seconds).
+			 * age (dotlock_break_stale()).
 			 */
+			if (mb->netfs)
+				dotlock_break_stale(mb);
 			r = lockfile_create(mb->lockpath, 0,
 			    mb->netfs ? 0 : L_PID);
 			if (r == L_SUCCESS) {

@@ -68,9 +68,9 @@ usage(void)
 {
 	fprintf(stderr, "usage: pop3d [-cdnTVv] [-A apop-file] [-C chroot] "
 	    "[-D ms] [-f passwd-file]\n"
-	    "             [-m mailbox] [-P cidr,...] [-R rundir] [-S statedir]\n"
-	    "             [-s service] [-t timeout] [-U scheme] [-u user]\n"
-	    "             [-l mailbox | -r mailbox]\n");
+	    "             [-L seconds] [-m mailbox] [-P cidr,...] [-R rundir]\n"
+	    "             [-S statedir] [-s service] [-t timeout] [-U scheme]\n"
+	    "             [-u user] [-l mailbox | -r mailbox]\n");
 	exit(2);
 }
 
@@ -276,7 +276,7 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 	cf->prelogin_user = DEFAULT_PRELOGIN_USER;
 	cf->fail_delay_ms = DEFAULT_FAIL_DELAY;
 	while ((ch = getopt(argc, argv,
-	    "A:C:cD:df:l:m:nP:R:r:S:s:Tt:U:u:vV")) != -1) {
+	    "A:C:cD:df:L:l:m:nP:R:r:S:s:Tt:U:u:vV")) != -1) {
 		switch (ch) {
 		case 'A':
 			cf->auth.apop_file = optarg;
@@ -300,6 +300,15 @@ options(int argc, char *argv[], struct pop3d_config *cf)
 			break;
 		case 'f':
 			cf->auth.passwd_file = optarg;
+			break;
+		case 'L':
+			if (session_parse_number(optarg, 86400, &n) == -1 ||
+			    n < 3) {
+				fprintf(stderr, "pop3d: -L takes 3 to 86400 "
+				    "seconds\n");
+				exit(2);
+			}
+			cf->dotlock_stale = (int)n;
 			break;
 		case 'l':
 			/* A tool for the administrator: it tells them. */
@@ -465,6 +474,7 @@ main(int argc, char *argv[])
 	memset(&hooks, 0, sizeof(hooks));
 	hooks.lock_timeout = LOCK_TIMEOUT;
 	hooks.uidl_scheme = cf.uidl_scheme;
+	hooks.dotlock_stale = cf.dotlock_stale;
 	as_root = geteuid() == 0;
 	default_dirs(&cf, as_root, rundir, sizeof(rundir), chrootdir,
 	    sizeof(chrootdir));

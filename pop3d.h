@@ -18,6 +18,7 @@ struct pop3d_config {
 	const char		*recover;	/* -r: recover this and exit */
 	const char		*list;		/* -l: list its UIDLs and exit */
 	int			 uidl_scheme;	/* -U: enum maildrop_uidl_scheme */
+	int			 dotlock_stale;	/* -L: seconds, on shared storage */
 	const char		*prelogin_user;	/* -u */
 	const char		*chroot_dir;	/* -C */
 	const char		*state_dir;	/* -S: per-user state, shareable */

@@ -120,6 +120,12 @@ def stop_pid(proc, sig=signal.SIGTERM, timeout=10):
         proc.wait()
 
 
+# pop3d's -L: how long a dotlock without a pid (another host's, as far as
+# pop3d can tell) must stay untouched before it is broken.  Short here, so
+# that a commit killed on one host does not hold the others for 120 s.
+DOTLOCK_STALE = 3
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -465,7 +471,8 @@ class Host:
     def pop3d_args(self, proxy=True, state=True, extra=()):
         a = [POP3D, "-d", "-f", str(self.account.passwd),
              "-m", f"{self.srv}/spool/%u", "-R", str(self.run),
-             "-C", str(self.chroot), "-u", PRELOGIN, "-D", "0", "-t", "120"]
+             "-C", str(self.chroot), "-u", PRELOGIN, "-D", "0", "-t", "120",
+             "-L", str(DOTLOCK_STALE)]
         if state:
             a += ["-S", f"{self.srv}/state"]
         if proxy:
@@ -828,7 +835,10 @@ def split_mbox(data, known):
 def take_dotlock(mbox, timeout=30.0):
     """MBOX.lock by link() (NFS-safe, exclusive across the GlusterFS
     mounts), holding our pid; a lock whose pid is dead is broken at once
-    (all "hosts" here share one pid space)."""
+    (all "hosts" here share one pid space).  A lock without a pid (pop3d
+    writes none on a shared file system, where a pid may be another
+    host's) is broken, as procmail breaks locks, once it has been
+    untouched for DOTLOCK_STALE seconds: pop3d's -L here."""
     lock = f"{mbox}.lock"
     tmp = f"{mbox}.lock.{os.getpid()}.{threading.get_ident()}"
     deadline = time.monotonic() + timeout
@@ -843,7 +853,11 @@ def take_dotlock(mbox, timeout=30.0):
                 pass
             try:
                 pid = int(open(lock).read().split()[0])
-                if not pid_alive(pid):
+                if pid > 0 and not pid_alive(pid):
+                    os.unlink(lock)
+                    continue
+                if pid <= 0 and time.time() - os.stat(lock).st_mtime > \
+                        DOTLOCK_STALE:
                     os.unlink(lock)
                     continue
             except (OSError, ValueError, IndexError):
