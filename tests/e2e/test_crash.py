@@ -1,6 +1,6 @@
 """Crash-atomic UPDATE: a real session's commit is interrupted at every
-call that changes a file (write, pwrite, fsync, ftruncate, rename, unlink,
-link) by SIGKILL or by failing the call with ENOSPC, EIO or EDQUOT
+call that changes a file (write, pwrite, copy_file_range, fsync, ftruncate,
+rename, unlink, link) by SIGKILL or by failing the call with ENOSPC, EIO or EDQUOT
 (tests/fault/fault.so).  Mail is delivered after the crash, the way
 procmail does (conftest.deliver, which breaks a killed process's dotlock
 as liblockfile does), for every other point.  Then recovery runs, alternately
@@ -86,8 +86,11 @@ class Crash:
         st = self.path.stat()
         return (st.st_ino, st.st_uid, st.st_gid, st.st_mode)
 
+    extra = {}
+
     def session(self, dele, fault=None):
         e = self.env.env()
+        e.update(self.extra)
         e["LD_PRELOAD"] += f" {FAULT}"
         # The spool and the state directory (the journal lives there).
         e["FAULT_DIR"] = str(self.env.tmp)
@@ -113,7 +116,21 @@ class Crash:
                                   [3, 4, 5]],
                          ids=["first", "last", "two", "all", "run"])
 def test_crash_at_every_step(crash_env, dele):
+    crash_at_every_step(crash_env, dele, {})
+
+
+@pytest.mark.parametrize("dele", [[2, 4]], ids=["two"])
+def test_crash_at_every_step_without_copy_file_range(crash_env, dele):
+    """Where copy_file_range fails with EXDEV (another file system type
+    for the state directory), the copy through user space is the one
+    every step goes through."""
+    calls = crash_at_every_step(crash_env, dele, {"FAULT_NOCFR": "1"})
+    assert "copy_file_range" not in calls and "pwrite" in calls
+
+
+def crash_at_every_step(crash_env, dele, extra):
     c = Crash(crash_env)
+    c.extra = extra
     new = b"".join(m for i, m in enumerate(MSGS, 1) if i not in dele)
     log = crash_env.tmp / "points"
     c.reset()
@@ -121,9 +138,11 @@ def test_crash_at_every_step(crash_env, dele):
     assert p.stdout.endswith(b"+OK pop3d signing off (%d messages left)\r\n"
                              % (6 - len(dele))), p.stderr.decode()
     assert c.path.read_bytes() == new
-    points = len(log.read_text().splitlines())
+    calls = [line.split()[1] for line in log.read_text().splitlines()]
+    points = len(calls)
     assert points >= 10, "the commit should pass through many steps"
-    print(f"{crash_env.tmp}: {points} points x {len(MODES)} faults")
+    print(f"{crash_env.tmp}: {points} points x {len(MODES)} faults:",
+          " ".join(f"{c} {calls.count(c)}" for c in sorted(set(calls))))
     injected = 0
     for mode in MODES:
         for at in range(1, points + 1):
@@ -149,6 +168,7 @@ def test_crash_at_every_step(crash_env, dele):
             assert crash_env.leftovers() == [], (mode, at)
             injected += 1
     assert injected == points * len(MODES)
+    return calls
 
 
 def test_nothing_deleted_writes_nothing(crash_env):
@@ -161,7 +181,7 @@ def test_nothing_deleted_writes_nothing(crash_env):
     calls = log.read_text().split() if log.exists() else []
     # Only the dotlock's own files are written; never the mailbox.
     assert "ftruncate" not in calls and "pwrite" not in calls and \
-        "rename" not in calls
+        "copy_file_range" not in calls and "rename" not in calls
     after = c.path.stat()
     assert after.st_mtime_ns == before.st_mtime_ns
     assert c.path.read_bytes() == OLD
