@@ -21,8 +21,11 @@
  *      parsed, that it only grew, and that every message from X on is
  *      still what the parser saw.  Nothing to keep after X: truncate to
  *      X and fsync (one truncation is atomic by itself; no journal).
- *   2. Write the tail at JNL_DATA in "JOURNAL.new" and fsync it; then
- *      header slot A (ino, a hash of the mailbox's bytes before X, X, S, L
+ *   2. Write the tail in "JOURNAL.new" at JNL_DATA plus the padding that
+ *      puts its first byte at the same offset within a block as in the
+ *      mailbox (so that copy_file_range can share the blocks where the
+ *      file system has reflink), and fsync it; then header slot A (ino, a
+ *      hash of the mailbox's bytes before X, X, S, L, where the tail is
  *      and a random marker whose first byte is NUL, sealed by a checksum),
  *      fsync; rename it to JOURNAL and fsync the directory.
  *   3. Write the tail at X and the first m = min(MARKER_LEN, S - X - L)
@@ -109,9 +112,12 @@
 
 #define JNL_SLOT_A	0
 #define JNL_SLOT_B	512
-#define JNL_DATA	4096
+#define JNL_DATA	4096	/* the tail starts here, or a little after */
+#define JNL_PAD_MAX	65536	/* the most the tail starts after JNL_DATA */
 #define JNL_MAGIC	"POP3DJN1"
-#define JNL_VERSION	2	/* 1: ident is st_dev (in the spool only) */
+#define JNL_VERSION	3	/* 1: ident is st_dev (in the spool only); */
+				/* 2: no data field, the tail at JNL_DATA */
+#define CFR_CHUNK	(16 * 1024 * 1024)	/* per copy_file_range */
 #define MARKER_LEN	16
 #define IDENT_LEN	4096	/* mailbox bytes before X the ident hashes */
 
@@ -125,8 +131,16 @@ struct jnl_hdr {
 	uint64_t	 s;		/* mailbox size when the commit began */
 	uint64_t	 l;		/* tail length */
 	unsigned char	 marker[MARKER_LEN];
+	uint64_t	 data;		/* where the tail is in the journal */
 	uint64_t	 seal;		/* FNV-1a of everything above */
 };
+
+/*
+ * Versions 1 and 2 had no data field: their seal is where data is now
+ * (and the bytes after it, in what is read as seal, are the zeros that
+ * follow a header slot).
+ */
+#define HDR_V2_SEAL	offsetof(struct jnl_hdr, data)
 
 #define FNV_INIT	0xcbf29ce484222325ULL
 
@@ -173,23 +187,91 @@ hdr_seal(struct jnl_hdr *h)
 	h->seal = fnv1a(FNV_INIT, h, offsetof(struct jnl_hdr, seal));
 }
 
+/*
+ * Is h a sealed header of a commit that deletes something?  A header of
+ * version 1 or 2 is given the data field it implied (JNL_DATA), so that
+ * the rest of this file reads every version the same way.
+ */
 static int
-hdr_valid(const struct jnl_hdr *h)
+hdr_valid(struct jnl_hdr *h)
 {
-	return memcmp(h->magic, JNL_MAGIC, 8) == 0 &&
-	    (h->version == 1 || h->version == JNL_VERSION) &&
-	    h->seal == fnv1a(FNV_INIT, h, offsetof(struct jnl_hdr, seal)) &&
-	    h->x <= h->s && h->l <= h->s - h->x && h->l < h->s - h->x;
+	if (memcmp(h->magic, JNL_MAGIC, 8) != 0)
+		return 0;
+	if (h->version == 1 || h->version == 2) {
+		if (h->data != fnv1a(FNV_INIT, h, HDR_V2_SEAL))
+			return 0;
+		h->data = JNL_DATA;
+		hdr_seal(h);
+	} else if (h->version != JNL_VERSION || h->seal != fnv1a(FNV_INIT, h,
+	    offsetof(struct jnl_hdr, seal)) || h->data < JNL_DATA ||
+	    h->data >= JNL_DATA + JNL_PAD_MAX)
+		return 0;
+	return h->x <= h->s && h->l <= h->s - h->x && h->l < h->s - h->x;
 }
 
-/* Copies len bytes from (ifd, ioff) to (ofd, ooff) through mb->buf. */
+/*
+ * The block size that extent sharing works in, as far as we can tell: a
+ * multiple of it is as good (it keeps offsets congruent modulo the block).
+ */
+static uint64_t
+share_block(int fd)
+{
+	struct stat	 sb;
+	uint64_t	 bs;
+
+	bs = fstat(fd, &sb) == 0 ? (uint64_t)sb.st_blksize : 0;
+	if (bs < 512 || bs > JNL_PAD_MAX || (bs & (bs - 1)) != 0)
+		bs = 4096;
+	return bs;
+}
+
+/*
+ * Copies len bytes from (ifd, ioff) to (ofd, ooff): with copy_file_range,
+ * which keeps the bytes in the kernel and, on XFS or Btrfs with reflink,
+ * shares the blocks of a range that starts at the same offset within a
+ * block on both sides instead of writing them; else, where the call is
+ * not supported (another file system type, an old kernel), through
+ * mb->buf.  An error of the copy itself (ENOSPC, EIO, EDQUOT) is an error
+ * either way; a short copy goes on from where it stopped.
+ */
 static int
 copy_range(struct maildrop *mb, int ifd, off_t ioff, int ofd, off_t ooff,
     uint64_t len)
 {
+	loff_t	 in, out;
+	uint64_t bs = share_block(ofd), head;
 	size_t	 n;
 	ssize_t	 r;
 
+	while (len > 0) {
+		n = len > CFR_CHUNK ? CFR_CHUNK : (size_t)len;
+		/*
+		 * The kernel shares blocks only from a block boundary on: when
+		 * both offsets sit at the same place inside a block, copy up to
+		 * the boundary first, so that the rest can be shared.
+		 */
+		head = (uint64_t)ioff % bs;
+		if (head != 0 && head == (uint64_t)ooff % bs && n > bs - head)
+			n = (size_t)(bs - head);
+		in = ioff;
+		out = ooff;
+		if ((r = copy_file_range(ifd, &in, ofd, &out, n, 0)) < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EXDEV || errno == EINVAL ||
+			    errno == ENOSYS || errno == EOPNOTSUPP)
+				break;
+			return -1;
+		}
+		if (r == 0) {
+			errno = EIO;	/* the source shrank */
+			return -1;
+		}
+		ioff += (off_t)r;
+		ooff += (off_t)r;
+		len -= (uint64_t)r;
+		mbox_dotlock_refresh(mb);
+	}
 	while (len > 0) {
 		n = len > CHUNK ? CHUNK : (size_t)len;
 		if ((r = mbox_pread_full(ifd, mb->buf, n, ioff)) < 0)
@@ -281,13 +363,32 @@ jnl_apply(struct maildrop *mb, int jfd, struct jnl_hdr *h)
 	m = h->s - h->x - h->l;
 	if (m > MARKER_LEN)
 		m = MARKER_LEN;
-	if (copy_range(mb, jfd, JNL_DATA, mb->fd, (off_t)h->x, h->l) < 0 ||
+	/*
+	 * The tail goes back with copy_file_range too.  Where the journal's
+	 * tail and X start at the same offset within a block (the deleted
+	 * messages fill whole blocks) XFS and Btrfs may remap the journal's
+	 * blocks into the mailbox instead of writing them.  That is as safe
+	 * as the overwrite: the remap changes which blocks hold [X, X + L)
+	 * of the same inode (number, owner, group and mode stay, and an
+	 * agent that has it open still appends to it); until the fsync below
+	 * returns a crash leaves each block old or new, as a partial write
+	 * would, and recovery redoes the copy from the journal, which keeps
+	 * its own reference to the shared blocks (a later write to either
+	 * file copies on write and leaves the other alone).
+	 */
+	if (copy_range(mb, jfd, (off_t)h->data, mb->fd, (off_t)h->x,
+	    h->l) < 0 ||
 	    mbox_pwrite_full(mb->fd, h->marker, m, (off_t)(h->x + h->l)) < 0 ||
 	    fsync(mb->fd) < 0)
 		goto fail;
 	b = *h;
 	b.phase = 1;
-	hdr_seal(&b);
+	if (b.version < 3) {
+		/* Slot B as its version wrote it (hdr_valid). */
+		b.data = fnv1a(FNV_INIT, &b, HDR_V2_SEAL);
+		b.seal = 0;
+	} else
+		hdr_seal(&b);
 	if (mbox_pwrite_full(jfd, &b, sizeof(b), JNL_SLOT_B) < 0 ||
 	    fsync(jfd) < 0)
 		goto fail;
@@ -316,10 +417,19 @@ jnl_write_apply(struct maildrop *mb, int srcfd, const struct range *r,
 {
 	struct jnl_hdr	 h;
 	const char	*tmp = mb->jnltmp;
-	uint64_t	 l = 0, ident;
+	uint64_t	 l = 0, ident, bs, data;
 	size_t		 i;
 	int		 jfd;
 	enum maildrop_status st;
+
+	/*
+	 * The tail starts in the journal at the same offset within a block
+	 * as its first range in srcfd, so that copy_file_range can share
+	 * that range's blocks where the file system has reflink (XFS,
+	 * Btrfs) instead of copying them; the header records where.
+	 */
+	bs = share_block(srcfd);
+	data = JNL_DATA + ((uint64_t)r[0].off % bs + bs - JNL_DATA % bs) % bs;
 
 	if (mailbox_ident(mb, x, &ident) == -1) {
 		log_warn("read %s", mb->path);
@@ -330,8 +440,8 @@ jnl_write_apply(struct maildrop *mb, int srcfd, const struct range *r,
 		return MAILDROP_IOERR;
 	}
 	for (i = 0; i < nr; i++) {
-		if (copy_range(mb, srcfd, r[i].off, jfd,
-		    (off_t)(JNL_DATA + l), r[i].len) < 0) {
+		if (copy_range(mb, srcfd, r[i].off, jfd, (off_t)(data + l),
+		    r[i].len) < 0) {
 			log_warn("write %s/%s", mb->statedir, tmp);
 			goto fail;
 		}
@@ -345,6 +455,7 @@ jnl_write_apply(struct maildrop *mb, int srcfd, const struct range *r,
 	h.x = x;
 	h.s = s;
 	h.l = l;
+	h.data = data;
 	if (getrandom(h.marker, sizeof(h.marker), 0) != sizeof(h.marker))
 		goto fail;
 	h.marker[0] = '\0';	/* never the start of a delivery */
@@ -555,12 +666,12 @@ recover_journal(struct maildrop *mb, int jfd)
 	 * (past what slot A covers, so the journal stays valid), then journal
 	 * tail and late mail together under a new header and apply that.
 	 */
-	if (copy_range(mb, mb->fd, (off_t)a.s, jfd, (off_t)(JNL_DATA + a.l),
+	if (copy_range(mb, mb->fd, (off_t)a.s, jfd, (off_t)(a.data + a.l),
 	    size - a.s) < 0 || fsync(jfd) < 0) {
 		log_warn("extend %s/%s", mb->statedir, mb->jnlname);
 		return MAILDROP_IOERR;
 	}
-	r.off = JNL_DATA;
+	r.off = (off_t)a.data;
 	r.len = a.l + (size - a.s);
 	return jnl_write_apply(mb, jfd, &r, 1, a.x, size);
 }

@@ -12,7 +12,7 @@ test="$demo libcmocka-dev libpam-wrapper libnss-wrapper libuid-wrapper \
 python3-pytest procps systemd xinetd valgrind clang procmail \
 stunnel4 openssl fetchmail mpop getmail6 man-db groff-base fail2ban rsyslog \
 build-essential debhelper dpkg-dev fakeroot lintian blhc adduser \
-glusterfs-server glusterfs-client haproxy dovecot-pop3d"
+glusterfs-server glusterfs-client haproxy dovecot-pop3d xfsprogs"
 
 case "${1:-build}" in
 build)	want=$build ;;

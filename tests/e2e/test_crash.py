@@ -1,21 +1,63 @@
 """Crash-atomic UPDATE: a real session's commit is interrupted at every
-call that changes a file (write, pwrite, fsync, ftruncate, rename, unlink,
-link) by SIGKILL or by failing the call with ENOSPC, EIO or EDQUOT
+call that changes a file (write, pwrite, copy_file_range, fsync, ftruncate,
+rename, unlink, link) by SIGKILL or by failing the call with ENOSPC, EIO or EDQUOT
 (tests/fault/fault.so).  Mail is delivered after the crash, the way
 procmail does (conftest.deliver, which breaks a killed process's dotlock
 as liblockfile does), for every other point.  Then recovery runs, alternately
 as `pop3d -r` and as the next session.  The mailbox must be exactly the
 old one or exactly the new one, plus the late mail, with the same inode,
-owner, group and mode, and no journal or lock left behind."""
+owner, group and mode, and no journal or lock left behind.
+
+Every test runs twice: on the test's temporary directory (fs "tmp") and
+on a scratch XFS loop image (fs "xfs", tests/e2e/xfsimage.py), mailbox
+and state directory both, where reflink lets copy_file_range share
+extents; where this machine cannot make the image the "xfs" runs say
+why and skip."""
 import os
 import subprocess
 
 import pytest
 
-from conftest import POP3D, REPO, ALICE_UID, MAIL_GID, deliver
+from conftest import (POP3D, REPO, ALICE_UID, MAIL_GID, Pop3dEnv, deliver)
+from xfsimage import XfsImage
 
 FAULT = REPO / "tests" / "fault" / "fault.so"
 MODES = ("kill", "enospc", "eio", "edquot")
+
+
+@pytest.fixture(scope="module")
+def xfs_mount(tmp_path_factory):
+    """One XFS image for the module; each test gets a directory on it."""
+    why = XfsImage.unavailable()
+    if why is not None:
+        pytest.skip(f"no XFS loop image: {why}")
+    img = XfsImage(tmp_path_factory.mktemp("xfsimg"))
+    try:
+        mnt = img.open()
+    except OSError as e:
+        pytest.skip(f"no XFS loop image: {e}")
+    yield img, mnt
+    img.close()
+
+
+@pytest.fixture(params=["tmp", "xfs"])
+def crash_env(request):
+    """pop3d_env, or the same world (mail and state directories, hence
+    the journal) on the XFS image."""
+    if request.param == "tmp":
+        yield request.getfixturevalue("pop3d_env")
+        return
+    img, mnt = request.getfixturevalue("xfs_mount")
+    d = mnt / request.node.name.replace("/", "_")
+    d.mkdir()
+    e = Pop3dEnv(d)
+    for sub in (e.mail, e.state):
+        assert sub.stat().st_dev == mnt.stat().st_dev, f"{sub} not on XFS"
+    yield e
+    errors = e.cleanup()
+    subprocess.run(["rm", "-rf", "--one-file-system", str(d)], check=True)
+    if errors:
+        pytest.fail("\n".join(errors))
 
 
 def message(i, lines):
@@ -44,8 +86,11 @@ class Crash:
         st = self.path.stat()
         return (st.st_ino, st.st_uid, st.st_gid, st.st_mode)
 
+    extra = {}
+
     def session(self, dele, fault=None):
         e = self.env.env()
+        e.update(self.extra)
         e["LD_PRELOAD"] += f" {FAULT}"
         # The spool and the state directory (the journal lives there).
         e["FAULT_DIR"] = str(self.env.tmp)
@@ -70,17 +115,34 @@ class Crash:
 @pytest.mark.parametrize("dele", [[1], [6], [2, 4], [1, 2, 3, 4, 5, 6],
                                   [3, 4, 5]],
                          ids=["first", "last", "two", "all", "run"])
-def test_crash_at_every_step(pop3d_env, dele):
-    c = Crash(pop3d_env)
+def test_crash_at_every_step(crash_env, dele):
+    crash_at_every_step(crash_env, dele, {})
+
+
+@pytest.mark.parametrize("dele", [[2, 4]], ids=["two"])
+def test_crash_at_every_step_without_copy_file_range(crash_env, dele):
+    """Where copy_file_range fails with EXDEV (another file system type
+    for the state directory), the copy through user space is the one
+    every step goes through."""
+    calls = crash_at_every_step(crash_env, dele, {"FAULT_NOCFR": "1"})
+    assert "copy_file_range" not in calls and "pwrite" in calls
+
+
+def crash_at_every_step(crash_env, dele, extra):
+    c = Crash(crash_env)
+    c.extra = extra
     new = b"".join(m for i, m in enumerate(MSGS, 1) if i not in dele)
-    log = pop3d_env.tmp / "points"
+    log = crash_env.tmp / "points"
     c.reset()
     p = c.session(dele, {"FAULT_LOG": str(log)})
     assert p.stdout.endswith(b"+OK pop3d signing off (%d messages left)\r\n"
                              % (6 - len(dele))), p.stderr.decode()
     assert c.path.read_bytes() == new
-    points = len(log.read_text().splitlines())
+    calls = [line.split()[1] for line in log.read_text().splitlines()]
+    points = len(calls)
     assert points >= 10, "the commit should pass through many steps"
+    print(f"{crash_env.tmp}: {points} points x {len(MODES)} faults:",
+          " ".join(f"{c} {calls.count(c)}" for c in sorted(set(calls))))
     injected = 0
     for mode in MODES:
         for at in range(1, points + 1):
@@ -103,22 +165,23 @@ def test_crash_at_every_step(pop3d_env, dele):
                 f"{mode} at point {at}: neither old nor new mailbox"
             st = c.path.stat()
             assert (st.st_ino, st.st_uid, st.st_gid, st.st_mode) == ident
-            assert pop3d_env.leftovers() == [], (mode, at)
+            assert crash_env.leftovers() == [], (mode, at)
             injected += 1
     assert injected == points * len(MODES)
+    return calls
 
 
-def test_nothing_deleted_writes_nothing(pop3d_env):
-    c = Crash(pop3d_env)
+def test_nothing_deleted_writes_nothing(crash_env):
+    c = Crash(crash_env)
     c.reset()
     before = c.path.stat()
-    log = pop3d_env.tmp / "points"
+    log = crash_env.tmp / "points"
     p = c.session([], {"FAULT_LOG": str(log)})
     assert p.stdout.endswith(b"+OK pop3d signing off (6 messages left)\r\n")
     calls = log.read_text().split() if log.exists() else []
     # Only the dotlock's own files are written; never the mailbox.
     assert "ftruncate" not in calls and "pwrite" not in calls and \
-        "rename" not in calls
+        "copy_file_range" not in calls and "rename" not in calls
     after = c.path.stat()
     assert after.st_mtime_ns == before.st_mtime_ns
     assert c.path.read_bytes() == OLD
@@ -153,24 +216,24 @@ def served_as_is(c):
     return p.stderr.decode()
 
 
-def test_decided_journal_is_finished(pop3d_env):
-    c = Crash(pop3d_env)
+def test_decided_journal_is_finished(crash_env):
+    c = Crash(crash_env)
     decided_journal(c, [2])
     c.recover(by_session=True)
     assert c.path.read_bytes() == b"".join(MSGS[:1] + MSGS[2:])
-    assert pop3d_env.leftovers() == []
+    assert crash_env.leftovers() == []
 
 
 @pytest.mark.parametrize("where", ["state", "spool"])
-def test_planted_journal_is_never_applied(pop3d_env, where):
+def test_planted_journal_is_never_applied(crash_env, where):
     """A valid journal (a real one, for this very inode), but another
     account's file, or open to others, or linked twice, or behind a
     symlink: never applied, never a lock-out; the log says what failed."""
-    c = Crash(pop3d_env)
+    c = Crash(crash_env)
     jnl = decided_journal(c, [2])
     data = jnl.read_bytes()
     jnl.unlink()
-    target = jnl if where == "state" else pop3d_env.mail / "alice.pop3d-journal"
+    target = jnl if where == "state" else crash_env.mail / "alice.pop3d-journal"
     cases = [("other owner", 1001, 0o600, "owned by uid 1001"),
              ("open to the group", ALICE_UID, 0o660, "mode 0660")]
     for what, uid, mode, why in cases:
@@ -181,7 +244,7 @@ def test_planted_journal_is_never_applied(pop3d_env, where):
         assert why in log, (what, log)
         target.unlink()
     # Two links, and a symlink to a journal elsewhere.
-    other = pop3d_env.tmp / "elsewhere"
+    other = crash_env.tmp / "elsewhere"
     other.write_bytes(data)
     os.chown(other, ALICE_UID, MAIL_GID)
     os.chmod(other, 0o600)
@@ -194,13 +257,13 @@ def test_planted_journal_is_never_applied(pop3d_env, where):
     other.unlink()
 
 
-def test_journal_of_another_inode_is_never_applied(pop3d_env):
+def test_journal_of_another_inode_is_never_applied(crash_env):
     """The mailbox was replaced by a copy (another inode) and a journal
     renamed to the copy's inode: its header names the old inode, so it
     is not applied."""
-    c = Crash(pop3d_env)
+    c = Crash(crash_env)
     jnl = decided_journal(c, [2])
-    copy = pop3d_env.mail / "copy"
+    copy = crash_env.mail / "copy"
     copy.write_bytes(OLD)
     os.chown(copy, ALICE_UID, MAIL_GID)
     os.chmod(copy, 0o600)
@@ -211,17 +274,17 @@ def test_journal_of_another_inode_is_never_applied(pop3d_env):
     assert moved.exists()
 
 
-def test_spool_journal_of_the_last_version_is_finished(pop3d_env):
+def test_spool_journal_of_the_last_version_is_finished(crash_env):
     """Upgrade: a journal the version before left in the spool, the
     owner's, one link, mode 0600, is finished, and the spool keeps
     nothing of it."""
-    c = Crash(pop3d_env)
+    c = Crash(crash_env)
     jnl = decided_journal(c, [2, 4])
-    spool_jnl = pop3d_env.mail / "alice.pop3d-journal"
+    spool_jnl = crash_env.mail / "alice.pop3d-journal"
     os.rename(jnl, spool_jnl)
     deliver(c.path, LATE)
     c.recover(by_session=False)
     new = b"".join(m for i, m in enumerate(MSGS, 1) if i not in (2, 4))
     assert c.path.read_bytes() == new + LATE
     assert not spool_jnl.exists()
-    assert pop3d_env.leftovers() == []
+    assert crash_env.leftovers() == []

@@ -1,11 +1,13 @@
 /*
  * fault.c: an LD_PRELOAD shim for crash tests.  Counts the calls that
- * change files (write, pwrite, fsync, fdatasync, ftruncate on regular
- * files; rename, renameat, unlink, unlinkat, link) and, at call FAULT_AT, either kills the
+ * change files (write, pwrite, copy_file_range, fsync, fdatasync,
+ * ftruncate on regular files; rename, renameat, unlink, unlinkat, link) and, at call FAULT_AT, either kills the
  * process (FAULT_MODE=kill, before the call runs) or makes the call fail
  * with ENOSPC, EIO or EDQUOT.  With FAULT_DIR set, only calls on paths
  * under that directory count.  FAULT_LOG, if set, gets one line per
  * counted call ("N name"), so a driver can learn how many points exist.
+ * FAULT_NOCFR=1 makes every copy_file_range fail with EXDEV, uncounted,
+ * as across file system types, so that the copy through user space runs.
  */
 #define _GNU_SOURCE
 #include <sys/stat.h>
@@ -141,6 +143,22 @@ pwrite64(int fd, const void *buf, size_t len, off_t off)
 	if (is_file(fd) && point("pwrite") == -1)
 		return -1;
 	return real_pwrite64(fd, buf, len, off);
+}
+
+/* Counted by the file written to: the journal, or the mailbox. */
+ssize_t
+copy_file_range(int in, off64_t *inoff, int out, off64_t *outoff,
+    size_t len, unsigned int flags)
+{
+	REAL(ssize_t, copy_file_range, (int, off64_t *, int, off64_t *,
+	    size_t, unsigned int));
+	if (getenv("FAULT_NOCFR") != NULL) {
+		errno = EXDEV;
+		return -1;
+	}
+	if (is_file(out) && point("copy_file_range") == -1)
+		return -1;
+	return real_copy_file_range(in, inoff, out, outoff, len, flags);
 }
 
 int
