@@ -290,7 +290,8 @@ void		 mbox_imapbase_save(struct maildrop *mb);
 
 /*
  * mbox.c: the state directory (statedir.h).  Files in it are named by
- * the mailbox's inode number alone: INO.lock, INO.journal, INO.index.
+ * the mailbox's inode number alone: INO.lock, INO.journal, INO.index,
+ * INO.imapbase.
  * Not by dev:ino, since the device number of one file differs between
  * two hosts that mount one GlusterFS or NFS volume, and the state may
  * live on such a volume.  The directory is per user, so two maildrops
