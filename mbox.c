@@ -274,8 +274,10 @@ maildrop_open(const char *path, const char *statedir,
 		if (fstat(mb->fd, &sb) == -1)
 			st = MAILDROP_IOERR;
 		else if ((source = mbox_idx_load(mb, &sb, &from)) !=
-		    MBOX_TABLE_INDEX)
+		    MBOX_TABLE_INDEX) {
+			mbox_imapbase_load(mb);
 			st = mbox_parse(mb, from, sb.st_size);
+		}
 	}
 	(void)clock_gettime(CLOCK_REALTIME, &now);
 	mbox_unlock(mb);
@@ -287,8 +289,10 @@ maildrop_open(const char *path, const char *statedir,
 	mb->parsed_ctime = sb.st_ctim;
 	mb->parsed_mtime = sb.st_mtim;
 	mb->settled = mbox_ctime_settled(&sb, &now, mb->netfs);
-	if (source != MBOX_TABLE_INDEX)
+	if (source != MBOX_TABLE_INDEX) {
 		mbox_idx_save(mb, &sb);
+		mbox_imapbase_save(mb);
+	}
 	*mb_r = mb;
 	return MAILDROP_OK;
 }
@@ -477,8 +481,10 @@ maildrop_list(const char *path, const char *statedir,
 			st = MAILDROP_CHANGED;
 		} else if (fstat(mb->fd, &sb) == -1)
 			st = MAILDROP_IOERR;
-		else if (mbox_idx_load(mb, &sb, &from) != MBOX_TABLE_INDEX)
+		else if (mbox_idx_load(mb, &sb, &from) != MBOX_TABLE_INDEX) {
+			mbox_imapbase_load(mb);		/* read, never written */
 			st = mbox_parse(mb, from, sb.st_size);
+		}
 		mbox_unlock(mb);
 	}
 	for (i = 0; st == MAILDROP_OK && i < maildrop_count(mb); i++) {

@@ -55,6 +55,20 @@ struct mbox_msg {
 /* "INO.journal.new" and the like, INO a uintmax_t in decimal. */
 #define STATE_NAME_MAX	48
 
+/*
+ * dovecot: a mailbox's UIDVALIDITY and the UID Dovecot would give next
+ * (validity 0: none), and where the parse took them from.
+ */
+struct mbox_imapbase {
+	uint32_t	 validity;
+	uint64_t	 next;
+};
+enum ib_source {
+	IB_NONE,
+	IB_HEADER,		/* the first message's X-IMAPbase: or X-IMAP: */
+	IB_STORED		/* INO.imapbase: the first message has none */
+};
+
 /* The mbox implementation of the opaque maildrop of maildrop.h. */
 struct maildrop {
 	char			*path;
@@ -92,6 +106,11 @@ struct maildrop {
 	char			*uid_pool;	/* X-UIDL values (mbox_uidl.c) */
 	size_t			 uid_pool_len;
 	size_t			 uid_pool_cap;
+	/* dovecot: the X-IMAPbase kept in INO.imapbase, and the parse's. */
+	struct mbox_imapbase	 ib_stored;
+	struct mbox_imapbase	 ib_parsed;
+	enum ib_source		 ib_source;	/* of ib_parsed */
+	size_t			 ib_xuids;	/* messages with an X-UID taken */
 };
 
 /* One line as the scanner hands it to the parser. */
@@ -237,6 +256,7 @@ struct uid_hash {
 	uint64_t	 dv_next;	/* the UID Dovecot would give next */
 	uint32_t	 dv_prev;	/* the last X-UID taken */
 	uint32_t	 dv_uid;	/* this message's, or 0 */
+	int		 dv_stored;	/* dv_validity from INO.imapbase */
 };
 void		 mbox_uid_init(struct uid_hash *, struct maildrop *mb,
 		    off_t start);
@@ -252,8 +272,26 @@ void		 mbox_uid_format(const struct maildrop *mb,
 int		 mbox_uid_indexable(const struct maildrop *mb);
 
 /*
+ * dovecot: the X-IMAPbase of the file's first message outlives it in the
+ * state directory, as INO.imapbase, so that deleting that message (pop3d
+ * never writes headers, so never moves X-IMAPbase on) does not take the
+ * UIDVALIDITY of every other message with it.  mbox_imapbase_load(),
+ * before a parse from the start, reads it into mb->ib_stored when it
+ * passes mbox_state_open()'s checks and its own (else it is ignored,
+ * logged); the parse uses it only when the first message carries no
+ * X-IMAPbase: or X-IMAP: at all.  mbox_imapbase_save(), after the parse,
+ * writes what the first message's header said when it differs from the
+ * file (temporary file, fsync, rename, fsync of the directory), and
+ * removes the file once no message keeps an X-UID it vouched for.  Both
+ * do nothing unless the scheme is dovecot and there is a state directory.
+ */
+void		 mbox_imapbase_load(struct maildrop *mb);
+void		 mbox_imapbase_save(struct maildrop *mb);
+
+/*
  * mbox.c: the state directory (statedir.h).  Files in it are named by
- * the mailbox's inode number alone: INO.lock, INO.journal, INO.index.
+ * the mailbox's inode number alone: INO.lock, INO.journal, INO.index,
+ * INO.imapbase.
  * Not by dev:ino, since the device number of one file differs between
  * two hosts that mount one GlusterFS or NFS volume, and the state may
  * live on such a volume.  The directory is per user, so two maildrops

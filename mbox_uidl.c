@@ -35,7 +35,10 @@
  * 1939 forbids and getmail refuses; only the repeats differ from it.
  */
 #include <sys/types.h>
+#include <sys/stat.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <md5.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +46,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "mbox_impl.h"
 
 /* A pool entry: the fallback MD5, the value's length, the value. */
@@ -270,14 +274,32 @@ dv_xuid(struct uid_hash *u, const struct line *l)
 static void
 dovecot_header(struct uid_hash *u, const struct line *l)
 {
+	size_t	 nlen;
+
 	if ((l->head[0] | 0x20) != 'x')
 		return;
 	if (header_is(l, "X-IMAPbase:"))
-		dv_imapbase(u, l, 11);
+		nlen = 11;
 	else if (header_is(l, "X-IMAP:"))
-		dv_imapbase(u, l, 7);
-	else if (header_is(l, "X-UID:"))
-		dv_xuid(u, l);
+		nlen = 7;
+	else {
+		if (header_is(l, "X-UID:"))
+			dv_xuid(u, l);
+		return;
+	}
+	if (u->first && u->dv_stored) {
+		/*
+		 * The file speaks for itself, even with a base that cannot
+		 * be used: the remembered one steps aside, and so does any
+		 * X-UID it let through, as if it had never been there.
+		 */
+		u->dv_stored = 0;
+		u->dv_validity = 0;
+		u->dv_next = 0;
+		u->dv_prev = 0;
+		u->dv_uid = 0;
+	}
+	dv_imapbase(u, l, nlen);
 }
 
 void
@@ -289,6 +311,9 @@ mbox_uid_init(struct uid_hash *u, struct maildrop *mb, off_t start)
 	u->error = MAILDROP_OK;
 	/* Only md5 and popa3d resume a parse, and they need no first. */
 	u->msgs = start == 0 ? 0 : 1;
+	memset(&mb->ib_parsed, 0, sizeof(mb->ib_parsed));
+	mb->ib_source = IB_NONE;
+	mb->ib_xuids = 0;
 }
 
 void
@@ -301,6 +326,13 @@ mbox_uid_begin(struct uid_hash *u, const struct line *from)
 	u->xuidl = 0;
 	u->xuidl_end = -1;
 	u->dv_uid = 0;
+	if (u->first && u->scheme == MAILDROP_UIDL_DOVECOT &&
+	    u->mb->ib_stored.validity != 0) {
+		/* As if the X-IMAPbase: it lost came first in its header. */
+		u->dv_validity = u->mb->ib_stored.validity;
+		u->dv_next = u->mb->ib_stored.next;
+		u->dv_stored = 1;
+	}
 	if (u->scheme != MAILDROP_UIDL_POPA3D)
 		uid_add(u, from);
 }
@@ -394,12 +426,17 @@ mbox_uid_end(struct uid_hash *u, struct mbox_msg *m)
 		m->uid_kind = UID_XUIDL;
 		break;
 	case MAILDROP_UIDL_DOVECOT:
+		u->mb->ib_parsed.validity = u->dv_validity;
+		u->mb->ib_parsed.next = u->dv_next;
+		u->mb->ib_source = u->dv_stored ? IB_STORED :
+		    u->dv_validity != 0 ? IB_HEADER : IB_NONE;
 		if (u->dv_uid == 0 || u->dv_validity == 0)
 			break;
 		memset(m->uid, 0, sizeof(m->uid));
 		put32(m->uid, u->dv_uid);
 		put32(m->uid + 4, u->dv_validity);
 		m->uid_kind = UID_DOVECOT;
+		u->mb->ib_xuids++;
 		break;
 	default:
 		break;
@@ -671,4 +708,184 @@ mbox_uid_format(const struct maildrop *mb, const struct mbox_msg *m,
 	if (m->uid_seq > 1)
 		(void)snprintf(buf + n, MAILDROP_UIDL_MAX - n, "-%lu",
 		    (unsigned long)m->uid_seq);
+}
+
+/* ---- the remembered X-IMAPbase (dovecot) --------------------------- */
+
+/*
+ * INO.imapbase is one line, "INO BTIME_SEC BTIME_NSEC VALIDITY NEXT\n":
+ * the mailbox's inode and birth time (0 0 where the file system keeps
+ * none), so that a file made anew, even under a recycled inode number,
+ * never inherits a UIDVALIDITY, and the base.  The next UID kept is the
+ * one the parse reached at its end, not X-IMAPbase's own: X-UIDs that
+ * equal it move it on, and a message that stays must be taken as before
+ * once the messages ahead of it are gone.  pop3d makes no X-UIDs, so
+ * every genuine one stays at or below it; one above it is a sender's
+ * and is refused, as Dovecot refuses it.
+ */
+#define IB_FILE_MAX	128	/* 5 numbers of at most 20 digits, blanks */
+
+static void
+ib_name(const struct maildrop *mb, char *buf, const char *suffix)
+{
+	(void)snprintf(buf, STATE_NAME_MAX, "%ju.imapbase%s",
+	    (uintmax_t)mb->ino, suffix);
+}
+
+/* The mailbox's birth time; 0 0 when the file system has none. */
+static void
+ib_btime(const struct maildrop *mb, uint64_t *sec_r, uint64_t *nsec_r)
+{
+	struct statx	 sx;
+
+	*sec_r = *nsec_r = 0;
+	if (statx(mb->fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) == 0 &&
+	    (sx.stx_mask & STATX_BTIME) != 0 && sx.stx_btime.tv_sec >= 0) {
+		*sec_r = (uint64_t)sx.stx_btime.tv_sec;
+		*nsec_r = sx.stx_btime.tv_nsec;
+	}
+}
+
+/* One decimal number up to max, then sep; the text after, or NULL. */
+static const char *
+ib_number(const char *p, const char *e, uint64_t max, char sep,
+    uint64_t *n_r)
+{
+	uint64_t	 n = 0;
+	const char	*s = p;
+
+	for (; p < e && *p >= '0' && *p <= '9'; p++) {
+		if (n > (max - (uint64_t)(*p - '0')) / 10)
+			return NULL;
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	if (p == s || p - s > 20 || (p - s > 1 && *s == '0') || p == e ||
+	    *p != sep)
+		return NULL;
+	*n_r = n;
+	return p + 1;
+}
+
+void
+mbox_imapbase_load(struct maildrop *mb)
+{
+	char		 name[STATE_NAME_MAX], buf[IB_FILE_MAX + 1];
+	const char	*p, *e, *why = NULL;
+	uint64_t	 ino, bs, bn, v, next, fbs, fbn;
+	ssize_t		 n;
+	int		 fd;
+
+	memset(&mb->ib_stored, 0, sizeof(mb->ib_stored));
+	if (mb->hooks.uidl_scheme != MAILDROP_UIDL_DOVECOT || mb->sdfd == -1 ||
+	    mb->fd == -1)
+		return;
+	ib_name(mb, name, "");
+	if ((fd = mbox_state_open(mb, name, O_RDONLY, "imapbase")) < 0)
+		return;			/* none, or refused (logged) */
+	n = mbox_pread_full(fd, buf, sizeof(buf), 0);
+	close(fd);
+	if (n < 0) {
+		log_warn("read %s/%s", mb->statedir, name);
+		return;
+	}
+	p = buf;
+	e = buf + n;
+	if (n > IB_FILE_MAX || n == 0 || e[-1] != '\n')
+		why = "malformed";
+	else if ((p = ib_number(p, e, UINT64_MAX, ' ', &ino)) == NULL ||
+	    (p = ib_number(p, e, UINT64_MAX, ' ', &bs)) == NULL ||
+	    (p = ib_number(p, e, 999999999, ' ', &bn)) == NULL ||
+	    (p = ib_number(p, e, UINT32_MAX, ' ', &v)) == NULL ||
+	    (p = ib_number(p, e, (uint64_t)UINT32_MAX + 1, '\n', &next)) ==
+	    NULL || p != e || v == 0 || next == 0)
+		why = "malformed";
+	else {
+		ib_btime(mb, &fbs, &fbn);
+		if (ino != (uint64_t)mb->ino || bs != fbs || bn != fbn)
+			why = "of an earlier file of that inode number";
+	}
+	if (why != NULL) {
+		log_warnx("%s: imapbase %s/%s not used: %s", mb->path,
+		    mb->statedir, name, why);
+		return;
+	}
+	mb->ib_stored.validity = (uint32_t)v;
+	mb->ib_stored.next = next;
+}
+
+/* Writes the parse's base into INO.imapbase, or logs why not. */
+static void
+ib_write(struct maildrop *mb, const char *name, const char *tmp)
+{
+	char		 buf[IB_FILE_MAX + 1];
+	uint64_t	 bs, bn;
+	int		 fd, len;
+
+	ib_btime(mb, &bs, &bn);
+	len = snprintf(buf, sizeof(buf), "%ju %ju %ju %lu %ju\n",
+	    (uintmax_t)mb->ino, (uintmax_t)bs, (uintmax_t)bn,
+	    (unsigned long)mb->ib_parsed.validity,
+	    (uintmax_t)mb->ib_parsed.next);
+	if (len < 0 || len > IB_FILE_MAX)
+		return;
+	if (unlinkat(mb->sdfd, tmp, 0) == -1 && errno != ENOENT) {
+		log_warn("unlink %s/%s", mb->statedir, tmp);
+		return;
+	}
+	if ((fd = mbox_state_create(mb, tmp)) == -1) {
+		log_warn("create %s/%s", mb->statedir, tmp);
+		return;
+	}
+	if (mbox_pwrite_full(fd, buf, (size_t)len, 0) == -1 ||
+	    fsync(fd) == -1) {
+		log_warn("write %s/%s", mb->statedir, tmp);
+		close(fd);
+		(void)unlinkat(mb->sdfd, tmp, 0);
+		return;
+	}
+	close(fd);
+	if (renameat(mb->sdfd, tmp, mb->sdfd, name) == -1) {
+		log_warn("rename %s/%s", mb->statedir, tmp);
+		(void)unlinkat(mb->sdfd, tmp, 0);
+		return;
+	}
+	if (fsync(mb->sdfd) == -1)
+		log_warn("sync %s", mb->statedir);
+}
+
+void
+mbox_imapbase_save(struct maildrop *mb)
+{
+	char	 name[STATE_NAME_MAX], tmp[STATE_NAME_MAX];
+
+	if (mb->hooks.uidl_scheme != MAILDROP_UIDL_DOVECOT || mb->sdfd == -1 ||
+	    mb->fd == -1)
+		return;
+	ib_name(mb, name, "");
+	ib_name(mb, tmp, ".new");
+	switch (mb->ib_source) {
+	case IB_HEADER:
+		if (mb->ib_parsed.validity != mb->ib_stored.validity ||
+		    mb->ib_parsed.next != mb->ib_stored.next) {
+			if (mb->ib_stored.validity != 0 &&
+			    mb->ib_parsed.validity != mb->ib_stored.validity)
+				log_notice("%s: UIDVALIDITY %lu, was %lu",
+				    mb->path,
+				    (unsigned long)mb->ib_parsed.validity,
+				    (unsigned long)mb->ib_stored.validity);
+			ib_write(mb, name, tmp);
+		}
+		break;
+	case IB_STORED:
+		/*
+		 * No message keeps an X-UID it vouched for: every later one
+		 * is new mail, whose X-UID: a sender wrote.
+		 */
+		if (mb->ib_xuids == 0 && unlinkat(mb->sdfd, name, 0) == -1 &&
+		    errno != ENOENT)
+			log_warn("unlink %s/%s", mb->statedir, name);
+		break;
+	default:
+		break;
+	}
 }

@@ -108,8 +108,20 @@ class Client:
         assert self.cmd("QUIT").startswith("+OK")
         return [(int(n), u) for n, u in out]
 
+    def dele_session(self, msns):
+        """Logs in, deletes the messages msns, quits (UPDATE)."""
+        assert self.line().startswith("+OK")
+        assert self.cmd("USER " + USER).startswith("+OK")
+        r = self.cmd("PASS " + PASSWORD)
+        assert r.startswith("+OK"), r
+        for n in msns:
+            assert self.cmd("DELE %d" % n).startswith("+OK")
+        r = self.cmd("QUIT")
+        assert r.startswith("+OK"), r
+        return []
 
-def inetd_session(argv):
+
+def inetd_session(argv, session=Client.uidl_session):
     """One session of an inetd-style server (fd 0 and 1 a TCP socket)."""
     with socket.socket() as ls:
         ls.bind((HOST, 0))
@@ -120,7 +132,7 @@ def inetd_session(argv):
         p = subprocess.Popen(argv, stdin=s, stdout=s, stderr=subprocess.PIPE)
         s.close()
         try:
-            return Client(c).uidl_session()
+            return session(Client(c))
         finally:
             c.close()
             try:
@@ -301,11 +313,18 @@ class System:
     def popa3d_uidls(self):
         return inetd_session([self.popa3d])
 
-    def pop3d_uidls(self, scheme):
+    def pop3d_argv(self, scheme):
         rundir = os.path.join(self.scratch, "pop3d-run")
         os.makedirs(rundir, mode=0o755, exist_ok=True)
-        return inetd_session([POP3D, "-s", POP3D_PAM, "-R", rundir,
-                              "-S", self.state_dir(), "-U", scheme])
+        return [POP3D, "-s", POP3D_PAM, "-R", rundir,
+                "-S", self.state_dir(), "-U", scheme]
+
+    def pop3d_uidls(self, scheme):
+        return inetd_session(self.pop3d_argv(scheme))
+
+    def pop3d_dele(self, scheme, msns):
+        inetd_session(self.pop3d_argv(scheme),
+                      lambda c: c.dele_session(msns))
 
     def state_dir(self):
         """pop3d's state directory, in the scratch directory (not the
@@ -585,6 +604,41 @@ def test_dovecot_same_uidls(system, mailboxes):
     system.stop_dovecot()
     shutil.rmtree(os.path.join(system.scratch, "dindex", USER))
     assert system.dovecot_uidls() == theirs
+
+
+def test_dovecot_first_message_deleted(system, mailboxes):
+    """pop3d deletes message 1, which carries X-IMAPbase: the others keep
+    the UIDLs Dovecot gave them (pop3d kept the base in its state
+    directory), where before they fell back to md5 and every "leave mail
+    on server" client fetched them all again."""
+    system.put_mailbox(mailboxes["plain"])
+    system.dovecot_uidls()          # Dovecot writes X-IMAPbase and X-UIDs
+    theirs = system.dovecot_uidls()
+    system.stop_dovecot()
+    first = split_messages(system.mailbox_bytes())[0]
+    assert b"\nX-IMAPbase: " in first
+    assert system.pop3d_uidls("dovecot") == theirs
+    system.pop3d_dele("dovecot", [1])
+    data = system.mailbox_bytes()
+    assert b"\nX-IMAPbase: " not in data and data.startswith(b"From ")
+    want = [(n - 1, u) for n, u in theirs[1:]]
+    served = system.pop3d_uidls("dovecot")
+    assert served == want
+    assert system.pop3d_list("dovecot") == want
+    ino = os.stat(MAILBOX).st_ino
+    kept = glob.glob(os.path.join(system.state_dir(), "*",
+                                  "%d.imapbase" % ino))
+    assert len(kept) == 1
+    st = os.stat(kept[0])
+    assert st.st_uid == system.uid and st.st_mode & 0o077 == 0
+    # Once more: the new first message has no base of its own either.
+    system.pop3d_dele("dovecot", [1, 2])
+    assert system.pop3d_uidls("dovecot") == [(n - 2, u) for n, u in
+                                             want[2:]]
+    # Without the state file, the scheme can only fall back to md5.
+    os.unlink(kept[0])
+    md5 = md5_map(system)
+    assert system.pop3d_list("dovecot") == sorted(md5.items())
 
 
 def test_dovecot_new_mail_falls_back(system, mailboxes):

@@ -28,6 +28,9 @@ static char	*scratch;
 static char	*path;		/* scratch/mbox */
 
 static char	*index_path(void);
+static char	*imapbase_path(void);
+static char	*list_of(const char *, enum maildrop_uidl_scheme,
+		    enum maildrop_status *);
 
 #define FROM	"From a@example.org Mon Jan  1 12:00:00 2024\n"
 
@@ -366,6 +369,378 @@ test_dovecot_folder_data(void **state)
 	tu_buf_free(&b);
 }
 
+/* ---- dovecot: the base outlives the first message ------------------ */
+
+/* scratch/INO.imapbase of the mailbox now; NULL when there is none. */
+static char *
+imapbase_path(void)
+{
+	struct stat	 sb;
+	char		*p;
+
+	if (stat(path, &sb) == -1 || asprintf(&p, "%s/%ju.imapbase", scratch,
+	    (uintmax_t)sb.st_ino) == -1)
+		return NULL;
+	return p;
+}
+
+/* Writes data as a mailbox of a new inode (a new file, renamed in). */
+static void
+fresh_mailbox(const char *data)
+{
+	char	*tmp, *ib;
+
+	if ((ib = imapbase_path()) != NULL) {
+		(void)unlink(ib);
+		free(ib);
+	}
+	assert_true(asprintf(&tmp, "%s.new", path) > 0);
+	assert_int_equal(tu_write_file(tmp, data, strlen(data)), 0);
+	assert_int_equal(rename(tmp, path), 0);
+	free(tmp);
+}
+
+/* Opens the mailbox (dovecot), deletes the messages of mask, commits. */
+static void
+delete_and_commit(uint64_t mask, struct uidls *before)
+{
+	struct maildrop_hooks h;
+	struct maildrop	*mb;
+	size_t		 i;
+
+	memset(&h, 0, sizeof(h));
+	h.lock_timeout = 5;
+	h.uidl_scheme = MAILDROP_UIDL_DOVECOT;
+	assert_int_equal(maildrop_open(path, scratch, &h, &mb), MAILDROP_OK);
+	before->n = maildrop_count(mb);
+	for (i = 0; i < before->n; i++) {
+		maildrop_uidl(mb, i, before->u[i]);
+		if (mask & (1ULL << i))
+			maildrop_set_deleted(mb, i, 1);
+	}
+	assert_int_equal(maildrop_commit(mb), MAILDROP_OK);
+	maildrop_close(mb);
+}
+
+/* The same messages, the deleted ones left out: the same UIDLs. */
+static void
+assert_kept(const struct uidls *before, uint64_t mask,
+    const struct uidls *after)
+{
+	size_t	 i, k = 0;
+
+	for (i = 0; i < before->n; i++)
+		if (!(mask & (1ULL << i)))
+			assert_string_equal(after->u[k++], before->u[i]);
+	assert_int_equal(after->n, k);
+}
+
+/* The UIDLs of the mailbox as it is now, by scheme (no rewrite). */
+static void
+uidls_now(enum maildrop_uidl_scheme scheme, struct uidls *out)
+{
+	struct maildrop_hooks h;
+	struct maildrop	*mb;
+	size_t		 i;
+
+	memset(&h, 0, sizeof(h));
+	h.lock_timeout = 5;
+	h.uidl_scheme = scheme;
+	assert_int_equal(maildrop_open(path, scratch, &h, &mb), MAILDROP_OK);
+	out->n = maildrop_count(mb);
+	for (i = 0; i < out->n; i++)
+		maildrop_uidl(mb, i, out->u[i]);
+	maildrop_close(mb);
+}
+
+/*
+ * Stderr, captured around one open: what was logged.  The caller frees
+ * the text.
+ */
+static char *
+logged_open(enum maildrop_uidl_scheme scheme, struct uidls *out)
+{
+	char	*lp, *text;
+	size_t	 len;
+	int	 fd, saved;
+
+	assert_true(asprintf(&lp, "%s/log", scratch) > 0);
+	assert_true((fd = open(lp, O_RDWR | O_CREAT | O_TRUNC, 0600)) >= 0);
+	fflush(stderr);
+	assert_true((saved = dup(2)) >= 0);
+	assert_int_equal(dup2(fd, 2), 2);
+	uidls_now(scheme, out);
+	fflush(stderr);
+	assert_int_equal(dup2(saved, 2), 2);
+	close(saved);
+	close(fd);
+	assert_non_null(text = tu_read_file(lp, &len));
+	assert_int_equal(unlink(lp), 0);
+	free(lp);
+	return text;
+}
+
+static void
+dovecot_mailbox(struct tu_buf *b)
+{
+	/* X-IMAPbase lags behind: X-UID 4 equals the next UID, and moves it. */
+	dmsg(b, 1, "X-IMAPbase: 1700000000 0000000003\nX-UID: 1\n");
+	dmsg(b, 2, "X-UID: 2\n");
+	dmsg(b, 3, "X-UID: 3\n");
+	dmsg(b, 4, "X-UID: 4\n");
+	dmsg(b, 5, "");				/* new mail: md5 */
+	dmsg(b, 6, "X-UID: 9\n");		/* a sender's: md5 */
+}
+
+static void
+test_dovecot_first_deleted(void **state)
+{
+	struct tu_buf	 b = { NULL, 0, 0 };
+	struct uidls	 a, c, d, m;
+	char		*ib, *text, want[128];
+	struct stat	 sb;
+	size_t		 len;
+
+	(void)state;
+	dovecot_mailbox(&b);
+	fresh_mailbox(b.p);
+	uidls_now(MAILDROP_UIDL_MD5, &m);
+	/* The open keeps the base, with the next UID the parse reached. */
+	delete_and_commit(1, &a);
+	assert_int_equal(a.n, 6);
+	assert_string_equal(a.u[0], "000000016553f100");
+	assert_string_equal(a.u[3], "000000046553f100");
+	assert_string_equal(a.u[4], m.u[4]);
+	assert_string_equal(a.u[5], m.u[5]);
+	assert_non_null(ib = imapbase_path());
+	assert_int_equal(stat(ib, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0600);
+	assert_non_null(text = tu_read_file(ib, &len));
+	snprintf(want, sizeof(want), " 1700000000 5\n");
+	assert_true(len > strlen(want));
+	assert_string_equal(text + len - strlen(want), want);
+	free(text);
+
+	/* Message 1 and its X-IMAPbase are gone; the others keep theirs. */
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_kept(&a, 1, &d);
+	/* And again, now that the first has no base of its own. */
+	delete_and_commit(1 << 1, &c);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_kept(&c, 1 << 1, &d);
+	assert_string_equal(d.u[0], "000000026553f100");
+	assert_string_equal(d.u[1], "000000046553f100");
+
+	/* A base in the first message wins over the one kept, and is kept. */
+	b.len = 0;
+	dmsg(&b, 2, "X-IMAPbase: 42 0000000010\nX-UID: 2\n");
+	dmsg(&b, 4, "X-UID: 4\n");
+	assert_int_equal(tu_write_file(path, b.p, b.len), 0);	/* in place */
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_string_equal(d.u[0], "000000020000002a");
+	assert_string_equal(d.u[1], "000000040000002a");
+	assert_non_null(text = tu_read_file(ib, &len));
+	assert_non_null(strstr(text, " 42 11\n"));
+	free(text);
+	/* So is a base that has no UIDVALIDITY: md5, the kept one unused. */
+	b.len = 0;
+	dmsg(&b, 2, "X-IMAPbase: 0 0000000010\nX-UID: 2\n");
+	assert_int_equal(tu_write_file(path, b.p, b.len), 0);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	uidls_now(MAILDROP_UIDL_MD5, &m);
+	assert_string_equal(d.u[0], m.u[0]);
+
+	/* No message keeps an X-UID the kept base vouched for: it goes. */
+	b.len = 0;
+	dmsg(&b, 7, "X-UID: 5\n");		/* at or below next: a forgery */
+	assert_int_equal(tu_write_file(path, b.p, b.len), 0);
+	assert_int_equal(stat(ib, &sb), 0);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);	/* taken while it lasts */
+	assert_string_equal(d.u[0], "000000050000002a");
+	b.len = 0;
+	dmsg(&b, 8, "");
+	assert_int_equal(tu_write_file(path, b.p, b.len), 0);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_int_equal(stat(ib, &sb), -1);
+	b.len = 0;
+	dmsg(&b, 7, "X-UID: 5\n");
+	assert_int_equal(tu_write_file(path, b.p, b.len), 0);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	uidls_now(MAILDROP_UIDL_MD5, &m);
+	assert_string_equal(d.u[0], m.u[0]);
+	free(ib);
+	tu_buf_free(&b);
+}
+
+/* Writes an INO.imapbase for the mailbox now, as text, in mode. */
+static void
+plant(const char *ib, const char *text, mode_t mode)
+{
+	(void)unlink(ib);
+	assert_int_equal(tu_write_file(ib, text, strlen(text)), 0);
+	assert_int_equal(chmod(ib, mode), 0);
+}
+
+static void
+test_dovecot_imapbase_refused(void **state)
+{
+	struct tu_buf	 b = { NULL, 0, 0 };
+	struct uidls	 d, m;
+	struct statx	 sx;
+	struct stat	 sb;
+	char		*ib, *other, *text, good[128], line[160];
+	size_t		 i;
+	uintmax_t	 ino, bs = 0, bn = 0;
+	/* Either raw, or "INO BTIME_SEC BTIME_NSEC" (moved by dino, dbs) tail. */
+	static const struct {
+		const char	*raw;
+		uintmax_t	 dino, dbs;
+		const char	*tail;
+		mode_t		 mode;
+		const char	*why;
+	} cases[] = {
+		{ NULL, 0, 0, " 1700000000 3\n", 0644, "mode 0644" },
+		{ NULL, 0, 0, " 1700000000 3\n", 0640, "mode 0640" },
+		{ "garbage\n", 0, 0, NULL, 0600, "malformed" },
+		{ "", 0, 0, NULL, 0600, "malformed" },
+		{ "1 2 3 4 5", 0, 0, NULL, 0600, "malformed" },	/* no LF */
+		{ NULL, 0, 0, " 1700000000 3 \n", 0600, "malformed" },
+		{ NULL, 0, 0, " 1700000000 3\n\n", 0600, "malformed" },
+		{ NULL, 0, 0, " 0 3\n", 0600, "malformed" },
+		{ NULL, 0, 0, " 1700000000 0\n", 0600, "malformed" },
+		{ NULL, 0, 0, " 4294967296 3\n", 0600, "malformed" },
+		{ NULL, 0, 0, " 1700000000 4294967297\n", 0600, "malformed" },
+		{ NULL, 0, 0, " -1 3\n", 0600, "malformed" },
+		{ NULL, 0, 0, " 01700000000 3\n", 0600, "malformed" },
+		{ NULL, 0, 0, " 1700000000\n", 0600, "malformed" },
+		{ NULL, 1, 0, " 1700000000 3\n", 0600, "an earlier file" },
+		{ NULL, 0, 1, " 1700000000 3\n", 0600, "an earlier file" },
+	};
+
+	(void)state;
+	/* What pop3d finds after Dovecot's first message was deleted. */
+	dmsg(&b, 2, "X-UID: 2\n");
+	dmsg(&b, 3, "X-UID: 3\n");
+	fresh_mailbox(b.p);
+	assert_non_null(ib = imapbase_path());
+	assert_int_equal(stat(path, &sb), 0);
+	ino = (uintmax_t)sb.st_ino;
+	if (statx(AT_FDCWD, path, 0, STATX_BTIME, &sx) == 0 &&
+	    (sx.stx_mask & STATX_BTIME) != 0) {
+		bs = (uintmax_t)sx.stx_btime.tv_sec;
+		bn = sx.stx_btime.tv_nsec;
+	}
+	uidls_now(MAILDROP_UIDL_MD5, &m);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_string_equal(d.u[0], m.u[0]);	/* nothing kept: md5 */
+	assert_int_equal(stat(ib, &sb), -1);	/* and nothing written */
+
+	/* The file as pop3d writes it is used... */
+	snprintf(good, sizeof(good), "%ju %ju %ju 1700000000 3\n", ino, bs, bn);
+	plant(ib, good, 0600);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_string_equal(d.u[0], "000000026553f100");
+	assert_string_equal(d.u[1], "000000036553f100");
+
+	/* ...and nothing else is: each refusal logged, md5 throughout. */
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (cases[i].raw != NULL)
+			snprintf(line, sizeof(line), "%s", cases[i].raw);
+		else
+			snprintf(line, sizeof(line), "%ju %ju %ju%s",
+			    ino + cases[i].dino, bs + cases[i].dbs, bn,
+			    cases[i].tail);
+		plant(ib, line, cases[i].mode);
+		text = logged_open(MAILDROP_UIDL_DOVECOT, &d);
+		print_message("case %zu: %s", i, text);
+		assert_non_null(strstr(text, "imapbase"));
+		assert_non_null(strstr(text, cases[i].why));
+		assert_string_equal(d.u[0], m.u[0]);
+		assert_string_equal(d.u[1], m.u[1]);
+		free(text);
+	}
+
+	/* A symlink to a good file, and a good file with two links. */
+	assert_true(asprintf(&other, "%s/elsewhere", scratch) > 0);
+	plant(other, good, 0600);
+	(void)unlink(ib);
+	assert_int_equal(symlink(other, ib), 0);
+	text = logged_open(MAILDROP_UIDL_DOVECOT, &d);
+	assert_non_null(strstr(text, "a symlink"));
+	assert_string_equal(d.u[0], m.u[0]);
+	free(text);
+	assert_int_equal(unlink(ib), 0);
+	assert_int_equal(link(other, ib), 0);
+	text = logged_open(MAILDROP_UIDL_DOVECOT, &d);
+	assert_non_null(strstr(text, "2 links"));
+	assert_string_equal(d.u[0], m.u[0]);
+	free(text);
+	assert_int_equal(unlink(other), 0);
+	/* A directory in its place. */
+	assert_int_equal(unlink(ib), 0);
+	assert_int_equal(mkdir(ib, 0700), 0);
+	text = logged_open(MAILDROP_UIDL_DOVECOT, &d);
+	assert_non_null(strstr(text, "imapbase"));
+	assert_string_equal(d.u[0], m.u[0]);
+	free(text);
+	assert_int_equal(rmdir(ib), 0);
+	free(other);
+	free(ib);
+	tu_buf_free(&b);
+}
+
+static void
+test_imapbase_only_dovecot(void **state)
+{
+	static const enum maildrop_uidl_scheme others[] = {
+		MAILDROP_UIDL_MD5, MAILDROP_UIDL_POPA3D, MAILDROP_UIDL_XUIDL
+	};
+	struct tu_buf	 b = { NULL, 0, 0 };
+	struct uidls	 d;
+	enum maildrop_status st;
+	struct stat	 sb;
+	char		*ib, *out, *before;
+	size_t		 i;
+
+	(void)state;
+	dovecot_mailbox(&b);
+	fresh_mailbox(b.p);
+	assert_non_null(ib = imapbase_path());
+	for (i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		uidls_now(others[i], &d);
+		assert_int_equal(stat(ib, &sb), -1);
+	}
+	/* pop3d -l reads it but never writes it. */
+	out = list_of(path, MAILDROP_UIDL_DOVECOT, &st);
+	assert_int_equal(st, MAILDROP_OK);
+	assert_int_equal(stat(ib, &sb), -1);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_int_equal(stat(ib, &sb), 0);
+	before = out;
+	out = list_of(path, MAILDROP_UIDL_DOVECOT, &st);
+	assert_string_equal(out, before);
+	free(before);
+	free(out);
+	/*
+	 * A new file under the same name, without message 1: the old inode's
+	 * base is not its (a recycled inode number is the birth time's job,
+	 * in test_dovecot_imapbase_refused).
+	 */
+	b.len = 0;
+	dmsg(&b, 2, "X-UID: 2\n");
+	assert_true(asprintf(&before, "%s.new", path) > 0);
+	assert_int_equal(tu_write_file(before, b.p, b.len), 0);
+	assert_int_equal(rename(before, path), 0);
+	free(before);
+	uidls_now(MAILDROP_UIDL_DOVECOT, &d);
+	assert_int_equal(stat(ib, &sb), 0);	/* the old one, unused */
+	assert_int_equal(d.n, 1);
+	assert_int_equal(strlen(d.u[0]), 32);
+	assert_int_equal(unlink(ib), 0);
+	free(ib);
+	tu_buf_free(&b);
+}
+
 /* ---- the index keeps to one scheme --------------------------------- */
 
 static void
@@ -555,6 +930,10 @@ teardown(void **state)
 		(void)unlink(idx);
 		free(idx);
 	}
+	if ((idx = imapbase_path()) != NULL) {
+		(void)unlink(idx);
+		free(idx);
+	}
 	(void)unlink(path);
 	(void)rmdir(scratch);
 	free(scratch);
@@ -573,6 +952,9 @@ main(void)
 		cmocka_unit_test(test_dovecot),
 		cmocka_unit_test(test_dovecot_needs_imapbase_first),
 		cmocka_unit_test(test_dovecot_folder_data),
+		cmocka_unit_test(test_dovecot_first_deleted),
+		cmocka_unit_test(test_dovecot_imapbase_refused),
+		cmocka_unit_test(test_imapbase_only_dovecot),
 		cmocka_unit_test(test_index_per_scheme),
 		cmocka_unit_test(test_list),
 	};
