@@ -159,7 +159,14 @@ mbox_lock(struct maildrop *mb)
 			}
 			if (mb->fd != -1)
 				(void)ofd_lock(mb->fd, F_UNLCK);
-			if (r != L_MAXTRYS && r != L_RMSTALE) {
+			/*
+			 * Over a shared file system the NFS-safe dance (a
+			 * link, then its link count) can fail for a moment
+			 * when another host just did the same: try again
+			 * until the deadline there, and say so at the end.
+			 */
+			if (r != L_MAXTRYS && r != L_RMSTALE &&
+			    (!mb->netfs || time(NULL) >= deadline)) {
 				log_warn("dotlock %s (liblockfile status %d)",
 				    mb->lockpath, r);
 				return MAILDROP_IOERR;
@@ -248,11 +255,22 @@ session_lock_open(int dfd, const char *statedir, const char *name)
 	return fd;
 }
 
+/* Is it less than ms milliseconds since *start? */
+static int
+within_ms(const struct timespec *start, int ms)
+{
+	struct timespec	 now;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - start->tv_sec) * 1000 +
+	    (now.tv_nsec - start->tv_nsec) / 1000000 < ms;
+}
+
 enum maildrop_status
 maildrop_session_lock(const char *statedir, const char *path, int *fd_r)
 {
 	enum { SESSION_LOCK_GRACE_MS = 1000 };
-	struct timespec	 start, now, nap50 = { 0, 50000000 };
+	struct timespec	 start, nap50 = { 0, 50000000 };
 	char		 name[STATE_NAME_MAX + NAME_MAX];
 	ino_t		 ino, again;
 	int		 dfd, fd, tries;
@@ -270,7 +288,14 @@ maildrop_session_lock(const char *statedir, const char *path, int *fd_r)
 		if ((st = session_lock_name(path, name, sizeof(name), &ino)) !=
 		    MAILDROP_OK)
 			break;
-		if ((fd = session_lock_open(dfd, statedir, name)) == -1) {
+		if ((fd = session_lock_open(dfd, statedir, name)) == -1 &&
+		    within_ms(&start, SESSION_LOCK_GRACE_MS)) {
+			/* Another host may be making it this very moment. */
+			(void)nanosleep(&nap50, NULL);
+			tries--;
+			continue;
+		}
+		if (fd == -1) {
 			st = MAILDROP_IOERR;
 			break;
 		}
@@ -283,10 +308,7 @@ maildrop_session_lock(const char *statedir, const char *path, int *fd_r)
 				 * before it exits, and over FUSE the lock
 				 * goes with an asynchronous release.
 				 */
-				(void)clock_gettime(CLOCK_MONOTONIC, &now);
-				if ((now.tv_sec - start.tv_sec) * 1000 +
-				    (now.tv_nsec - start.tv_nsec) / 1000000 <
-				    SESSION_LOCK_GRACE_MS) {
+				if (within_ms(&start, SESSION_LOCK_GRACE_MS)) {
 					(void)nanosleep(&nap50, NULL);
 					tries--;
 					continue;
